@@ -1,0 +1,402 @@
+"""The spendgate.io/v1alpha1 API types: the one source of truth for the CRDs in crds/.
+
+The pydantic models below validate manifests in Python (standalone mode, the CLI, the operator)
+and generate the CRD OpenAPI schemas (`spendgate crds generate`), so the two can never drift.
+Rules that span several fields are CEL expressions (`x-kubernetes-validations`) so the API server
+refuses bad objects at admission; spendgate.api.validation evaluates the very same expressions in
+Python where no API server is involved (standalone mode, `spendgate validate`).
+
+Money is a decimal string everywhere (`"25.00"`), never a float.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+GROUP = "spendgate.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# A non-negative amount of US dollars, at most 6 decimal places (micro-dollars).
+USD_PATTERN = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$"
+UsdAmount = Annotated[str, StringConstraints(pattern=USD_PATTERN, max_length=20)]
+# Kubernetes object names (DNS-1123 subdomain).
+DNS_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+ObjectName = Annotated[str, StringConstraints(pattern=DNS_NAME_PATTERN, max_length=253)]
+ModelId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+# IANA time zone names look like Area/Location (or UTC); the compiler checks the zone exists.
+TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"
+
+
+def rule(expression: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL validation rule, with the message the user sees when it fails."""
+    entry = {"rule": expression, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def _schema_with_cel_rules(schema: dict[str, Any], cls: type[Any]) -> None:
+    """Put a type's CEL rules into its JSON schema, from where they reach the CRD."""
+    schema.pop("additionalProperties", None)  # structural schemas allow properties or this, not both
+    if getattr(cls, "cel_rules", None):
+        schema["x-kubernetes-validations"] = list(cls.cel_rules)
+
+
+class _Status(BaseModel):
+    """Base of the status types: written by the operator, unknown fields refused."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_schema_with_cel_rules)
+
+
+class _Spec(BaseModel):
+    """Base of every spec and nested type: unknown fields are errors, not silently dropped."""
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, frozen=True, json_schema_extra=_schema_with_cel_rules
+    )
+    # CEL rules for this object: enforced by the API server and by spendgate.api.validation.
+    cel_rules: ClassVar[list[dict[str, str]]] = []
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared status types (Kubernetes API conventions)
+# ---------------------------------------------------------------------------------------------
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(_Status):
+    """metav1.Condition."""
+
+    type: str = Field(max_length=316, description="Condition type in CamelCase, e.g. Ready.")
+    status: ConditionStatus
+    reason: str = Field(max_length=1024, description="CamelCase machine-readable reason.")
+    message: str = Field(default="", max_length=32768, description="Human-readable details.")
+    observedGeneration: int = Field(default=0, ge=0)
+    lastTransitionTime: str = Field(description="RFC 3339 time of the last status change.")
+
+
+# ---------------------------------------------------------------------------------------------
+# CostCenter (cluster-scoped)
+# ---------------------------------------------------------------------------------------------
+
+
+class Owner(_Spec):
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+
+
+class AlertTargetType(StrEnum):
+    SLACK = "Slack"
+    WEBHOOK = "Webhook"
+    PAGERDUTY = "PagerDuty"
+
+
+class SecretKeyRef(_Spec):
+    namespace: ObjectName
+    name: ObjectName
+    key: str = Field(default="url", min_length=1, max_length=253)
+
+
+class AlertTarget(_Spec):
+    """Where threshold alerts go. The URL (or routing key) lives in a Secret, never in the spec."""
+
+    name: str = Field(min_length=1, max_length=63)
+    type: AlertTargetType
+    secretRef: SecretKeyRef
+
+
+class CostCenterSpec(_Spec):
+    code: str = Field(
+        min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+        description="The finance cost-center code used in chargeback exports.",
+    )
+    displayName: str = Field(default="", max_length=200)
+    owners: list[Owner] = Field(default_factory=list, max_length=50)
+    parent: ObjectName | None = Field(default=None, description="Parent CostCenter name (rollup).")
+    alertTargets: list[AlertTarget] = Field(default_factory=list, max_length=20)
+    members: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=5000, description="Developers who belong to this cost center."
+    )
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        rule("self.members.all(m, self.members.exists_one(n, n == m))",
+             "members must not contain duplicates", ".members"),
+        rule("self.alertTargets.all(t, self.alertTargets.exists_one(u, u.name == t.name))",
+             "alertTargets names must be unique", ".alertTargets"),
+    ]
+
+
+class CostCenterStatus(_Status):
+    observedGeneration: int = 0
+    conditions: list[Condition] = Field(default_factory=list)
+    spentUSD: UsdAmount | None = Field(default=None, description="This window's spend of all budgets below.")
+    budgets: int = Field(default=0, ge=0, description="Budgets of this cost center and its children.")
+    children: list[str] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Budget (namespaced)
+# ---------------------------------------------------------------------------------------------
+
+
+class ScopeKind(StrEnum):
+    COST_CENTER = "CostCenter"
+    DEVELOPER = "Developer"
+    REPOSITORY = "Repository"
+    VIRTUAL_KEY = "VirtualKey"
+
+
+class BudgetScope(_Spec):
+    """Exactly one thing the budget caps: the whole cost center, or one developer/repo/key in it."""
+
+    kind: ScopeKind
+    name: str | None = Field(
+        default=None, min_length=1, max_length=253,
+        description="Developer, repository (org/repo) or virtual-key name; empty for CostCenter.",
+    )
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        rule("self.kind == 'CostCenter' ? !has(self.name) : has(self.name)",
+             "scope.name is required for kind Developer, Repository and VirtualKey, "
+             "and must be omitted for kind CostCenter", ".name"),
+    ]
+
+
+class Period(StrEnum):
+    DAILY = "Daily"
+    WEEKLY = "Weekly"
+    MONTHLY = "Monthly"
+
+
+class BudgetWindow(_Spec):
+    period: Period
+    timeZone: str = Field(default="UTC", max_length=64, pattern=TIME_ZONE_PATTERN,
+                          description="IANA time zone the window boundaries follow.")
+
+
+class Thresholds(_Spec):
+    alertPercent: int = Field(default=80, ge=1, le=1000)
+    downgradePercent: int = Field(default=95, ge=1, le=1000)
+    pausePercent: int = Field(default=110, ge=1, le=1000)
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        rule("self.alertPercent < self.downgradePercent",
+             "thresholds.alertPercent must be below thresholds.downgradePercent", ".alertPercent"),
+        rule("self.downgradePercent < self.pausePercent",
+             "thresholds.downgradePercent must be below thresholds.pausePercent", ".downgradePercent"),
+    ]
+
+
+class Enforcement(StrEnum):
+    ENFORCE = "Enforce"
+    DRY_RUN = "DryRun"
+
+
+class BudgetSpec(_Spec):
+    costCenter: ObjectName = Field(description="Name of the CostCenter this budget belongs to.")
+    scope: BudgetScope
+    limitUSD: UsdAmount = Field(description='Dollar limit per window as a decimal string, e.g. "250.00".')
+    window: BudgetWindow
+    thresholds: Thresholds = Field(default_factory=Thresholds, json_schema_extra={"default": {}})
+    enforcement: Enforcement = Enforcement.ENFORCE
+    routingPolicyRef: ObjectName | None = Field(
+        default=None, description="RoutingPolicy in the same namespace; the default cascade if empty."
+    )
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        rule("self.limitUSD.matches('[1-9]')", "limitUSD must be greater than zero", ".limitUSD"),
+    ]
+
+
+class BudgetState(StrEnum):
+    OK = "Ok"
+    ALERT = "Alert"
+    DOWNGRADE = "Downgrade"
+    PAUSED = "Paused"
+
+
+class ClosedWindow(_Status):
+    windowStart: str
+    windowEnd: str
+    spentUSD: UsdAmount
+    peakState: BudgetState
+
+
+class AlertRecord(_Status):
+    window: str
+    threshold: BudgetState
+    sentAt: str
+    outcome: str = Field(description="Delivered, or Failed with the reason.")
+
+
+class BudgetStatus(_Status):
+    observedGeneration: int = 0
+    conditions: list[Condition] = Field(default_factory=list)
+    scope: str | None = Field(default=None, description="The scope in one word, for kubectl get.")
+    spentUSD: UsdAmount | None = None
+    remainingUSD: str | None = Field(default=None, description="May be negative once over the limit.")
+    percentUsed: str | None = Field(default=None, description='e.g. "42.5%"')
+    state: BudgetState | None = None
+    windowStart: str | None = None
+    windowEnd: str | None = Field(default=None, description="When the window resets (RFC 3339).")
+    lastReportTime: str | None = None
+    reportingProxies: int = Field(default=0, ge=0)
+    history: list[ClosedWindow] = Field(default_factory=list, max_length=12)
+    alerts: list[AlertRecord] = Field(default_factory=list, max_length=50)
+    gitRevision: str | None = Field(default=None, description="Git revision that produced this spec.")
+
+
+# ---------------------------------------------------------------------------------------------
+# RoutingPolicy (namespaced)
+# ---------------------------------------------------------------------------------------------
+
+
+class RuleCondition(_Spec):
+    """All the conditions given must hold for the rule to apply."""
+
+    stateAtLeast: BudgetState | None = None
+    remainingUSDBelow: UsdAmount | None = None
+    inputTokensBelow: int | None = Field(default=None, ge=1)
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        rule("has(self.stateAtLeast) || has(self.remainingUSDBelow) || has(self.inputTokensBelow)",
+             "when must set at least one of stateAtLeast, remainingUSDBelow, inputTokensBelow"),
+    ]
+
+
+class RuleAction(_Spec):
+    """Either step down the cascade or go to one model; a rule never upgrades a request."""
+
+    stepDown: int | None = Field(default=None, ge=1, le=10)
+    useModel: ModelId | None = None
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        rule("has(self.stepDown) != has(self.useModel)", "then must set exactly one of stepDown, useModel"),
+    ]
+
+
+class RoutingRule(_Spec):
+    name: str = Field(min_length=1, max_length=63)
+    when: RuleCondition
+    then: RuleAction
+
+
+class RoutingPolicySpec(_Spec):
+    cascade: list[ModelId] = Field(
+        min_length=1, max_length=20, description="Models from most to least capable, e.g. Opus, Sonnet, Haiku."
+    )
+    rules: list[RoutingRule] = Field(default_factory=list, max_length=50)
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        rule("self.cascade.all(m, self.cascade.exists_one(n, n == m))",
+             "cascade must not list a model twice", ".cascade"),
+        rule("self.rules.all(r, !has(r.then.useModel) || r.then.useModel in self.cascade)",
+             "rules[].then.useModel must be one of the cascade's models", ".rules"),
+        rule("self.rules.all(r, self.rules.exists_one(s, s.name == r.name))",
+             "rules names must be unique", ".rules"),
+    ]
+
+
+class RoutingPolicyStatus(_Status):
+    observedGeneration: int = 0
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# SpendReport (namespaced, internal): one per proxy, cumulative spend per (budget, window)
+# ---------------------------------------------------------------------------------------------
+
+
+class SpendEntry(_Spec):
+    budget: str = Field(min_length=3, max_length=507, description="namespace/name of the Budget.")
+    window: str = Field(min_length=1, max_length=64, description="Window id, e.g. 2026-11-24.")
+    spentUSD: UsdAmount = Field(description="Cumulative spend of this proxy in this window.")
+    requests: int = Field(default=0, ge=0)
+
+
+class SpendReportSpec(_Spec):
+    proxy: str = Field(min_length=1, max_length=253, description="The reporting proxy's identity.")
+    entries: list[SpendEntry] = Field(default_factory=list, max_length=10000)
+    sequence: int = Field(default=0, ge=0, description="Increases with every report the proxy sends.")
+    reportedAt: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole objects
+# ---------------------------------------------------------------------------------------------
+
+
+class ObjectMeta(BaseModel):
+    """The part of metav1.ObjectMeta that the compiler reads."""
+
+    model_config = ConfigDict(extra="allow")
+    name: ObjectName
+    namespace: str | None = None
+    generation: int | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class _Object(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    apiVersion: Literal["spendgate.io/v1alpha1"] = API_VERSION
+    metadata: ObjectMeta
+
+    def ref(self) -> str:
+        """namespace/name, or name for cluster-scoped objects."""
+        if self.metadata.namespace:
+            return f"{self.metadata.namespace}/{self.metadata.name}"
+        return self.metadata.name
+
+
+class CostCenter(_Object):
+    """A finance cost center: its code, owners, parent, alert targets and member developers."""
+
+    kind: Literal["CostCenter"] = "CostCenter"
+    spec: CostCenterSpec
+    status: CostCenterStatus | None = None
+
+
+class Budget(_Object):
+    """A dollar limit per window for a cost center, developer, repository or virtual key."""
+
+    kind: Literal["Budget"] = "Budget"
+    spec: BudgetSpec
+    status: BudgetStatus | None = None
+
+
+class RoutingPolicy(_Object):
+    """The model cascade and the budget-aware routing rules a Budget applies."""
+
+    kind: Literal["RoutingPolicy"] = "RoutingPolicy"
+    spec: RoutingPolicySpec
+    status: RoutingPolicyStatus | None = None
+
+
+class SpendReport(_Object):
+    """Internal: one proxy's cumulative spend per (budget, window), folded into Budget status."""
+
+    kind: Literal["SpendReport"] = "SpendReport"
+    spec: SpendReportSpec
+
+
+PolicyObject = CostCenter | Budget | RoutingPolicy
+
+
+def parse_usd(value: str) -> Decimal:
+    """A validated USD string as a Decimal (callers never see floats)."""
+    return Decimal(value)
+
+
+def as_json(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=True)
