@@ -21,9 +21,10 @@ GROUP = "spendgate.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# A non-negative amount of US dollars, at most 6 decimal places (micro-dollars).
-USD_PATTERN = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?$"
-UsdAmount = Annotated[str, StringConstraints(pattern=USD_PATTERN, max_length=20)]
+# A non-negative amount of US dollars. Up to 12 decimal places, because one cached token of a
+# small model costs $0.00000001 and reported spend must stay exact.
+USD_PATTERN = r"^(0|[1-9][0-9]{0,11})(\.[0-9]{1,12})?$"
+UsdAmount = Annotated[str, StringConstraints(pattern=USD_PATTERN, max_length=25)]
 # Kubernetes object names (DNS-1123 subdomain).
 DNS_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
 ObjectName = Annotated[str, StringConstraints(pattern=DNS_NAME_PATTERN, max_length=253)]

@@ -1,0 +1,80 @@
+"""Budget arithmetic shared by the proxy and the operator: states, percentages, report folding.
+
+All money is Decimal. Reports are cumulative per (proxy, budget, window), so folding takes each
+proxy's latest report and sums across proxies: a duplicated or reordered report changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+from spendgate.api.v1alpha1 import BudgetState, SpendReportSpec
+from spendgate.policy.bundle import ThresholdEntry
+
+CENT = Decimal("0.01")
+HUNDRED = Decimal(100)
+SEVERITY = {BudgetState.OK: 0, BudgetState.ALERT: 1, BudgetState.DOWNGRADE: 2, BudgetState.PAUSED: 3}
+
+
+def percent_used(spent: Decimal, limit: Decimal) -> Decimal:
+    return spent * HUNDRED / limit
+
+
+def state_for(spent: Decimal, limit: Decimal, thresholds: ThresholdEntry) -> BudgetState:
+    used = percent_used(spent, limit)
+    if used >= thresholds.pausePercent:
+        return BudgetState.PAUSED
+    if used >= thresholds.downgradePercent:
+        return BudgetState.DOWNGRADE
+    if used >= thresholds.alertPercent:
+        return BudgetState.ALERT
+    return BudgetState.OK
+
+
+def most_severe(states: Iterable[BudgetState]) -> BudgetState:
+    return max(states, key=SEVERITY.__getitem__, default=BudgetState.OK)
+
+
+def at_least(state: BudgetState, floor: BudgetState) -> bool:
+    return SEVERITY[state] >= SEVERITY[floor]
+
+
+def to_cents(amount: Decimal) -> str:
+    """For people (status columns, messages): rounded half-up to the cent."""
+    return str(amount.quantize(CENT, rounding=ROUND_HALF_UP))
+
+
+def exact(amount: Decimal) -> str:
+    """For machines (reports, ledger): every digit, no exponent, no trailing zeros."""
+    text = format(amount.normalize(), "f")
+    return text if text != "-0" else "0"
+
+
+def format_percent(spent: Decimal, limit: Decimal) -> str:
+    return f"{percent_used(spent, limit).quantize(Decimal('0.1'), rounding=ROUND_HALF_UP)}%"
+
+
+@dataclass(frozen=True)
+class FoldedSpend:
+    spent: Decimal
+    requests: int
+    proxies: int
+
+
+def fold_reports(reports: Iterable[SpendReportSpec], budget: str, window: str) -> FoldedSpend:
+    """Total spend of one budget in one window: each proxy's latest cumulative entry, summed."""
+    latest: dict[str, SpendReportSpec] = {}
+    for report in reports:
+        known = latest.get(report.proxy)
+        if known is None or report.sequence >= known.sequence:
+            latest[report.proxy] = report
+    spent, requests, proxies = Decimal(0), 0, 0
+    for report in latest.values():
+        for entry in report.entries:
+            if entry.budget == budget and entry.window == window:
+                spent += Decimal(entry.spentUSD)
+                requests += entry.requests
+                proxies += 1
+    return FoldedSpend(spent=spent, requests=requests, proxies=proxies)
