@@ -15,9 +15,8 @@ from pathlib import Path
 
 from spendgate.api.crds import render_all, write_all
 from spendgate.policy.bundle import dumps
-from spendgate.policy.compiler import CompileResult, compile_policies
 from spendgate.policy.keys import KeysFileError, create_key, read_keys_file, revoke_key
-from spendgate.policy.loader import load_directory
+from spendgate.policy.loader import compile_directory
 
 # Subcommands that live with their component: module path, each with add_arguments() and run().
 COMPONENT_COMMANDS = {
@@ -28,19 +27,6 @@ COMPONENT_COMMANDS = {
 
 class UsageError(Exception):
     """Bad input from the user; the message is printed as is."""
-
-
-def compile_directory(policies: Path, keys_file: Path | None) -> CompileResult:
-    loaded = load_directory(policies)
-    keys = read_keys_file(keys_file).keys if keys_file else []
-    result = compile_policies(loaded.objects, keys)
-    if loaded.errors:
-        return CompileResult(bundle=result.bundle, errors=sorted([*loaded.errors, *result.errors]))
-    return result
-
-
-def default_keys_file(policies: Path) -> Path:
-    return policies / "keys.json"
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -91,7 +91,8 @@ def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     """A model's JSON schema as a structural OpenAPI v3 schema (no $ref, no null unions)."""
     schema = model.model_json_schema(mode="validation")
     definitions = schema.pop("$defs", {})
-    return _structural(schema, definitions)
+    structural: dict[str, Any] = _structural(schema, definitions)
+    return structural
 
 
 def _structural(node: Any, definitions: dict[str, Any]) -> Any:
@@ -108,7 +109,7 @@ def _structural(node: Any, definitions: dict[str, Any]) -> Any:
         if len(options) == 1:
             rest = {k: v for k, v in node.items() if k not in ("anyOf", "default")}
             return _structural({**options[0], **rest}, definitions)
-    result = {}
+    result: dict[str, Any] = {}
     for key, value in node.items():
         if key == "title":
             continue

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 GROUP = "spendgate.io"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "spendgate.io/v1alpha1"
 
 # A non-negative amount of US dollars. Up to 12 decimal places, because one cached token of a
 # small model costs $0.00000001 and reported spend must stay exact.

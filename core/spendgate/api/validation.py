@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import celpy
+from celpy.adapter import json_to_cel
 from pydantic import BaseModel
 
 
@@ -30,7 +31,7 @@ def violations(model: BaseModel, path: str = "spec") -> list[RuleViolation]:
 def _walk(model: BaseModel, path: str) -> Iterator[RuleViolation]:
     rules = getattr(model, "cel_rules", [])
     if rules:
-        subject = celpy.json_to_cel(model.model_dump(mode="json", exclude_none=True))
+        subject = json_to_cel(model.model_dump(mode="json", exclude_none=True))
         for rule in rules:
             if not _holds(rule["rule"], subject):
                 yield RuleViolation(path + rule.get("fieldPath", ""), rule["message"])
@@ -50,7 +51,7 @@ def _holds(expression: str, subject: Any) -> bool:
     return bool(_program(expression).evaluate({"self": subject}))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _program(expression: str) -> Any:
     environment = celpy.Environment()
     return environment.program(environment.compile(expression))

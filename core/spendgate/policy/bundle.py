@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +25,7 @@ from spendgate.api.v1alpha1 import (
     UsdAmount,
 )
 
-SCHEMA_VERSION = "spendgate.io/bundle/v1"
+SCHEMA_VERSION: Final = "spendgate.io/bundle/v1"
 
 # Used when a Budget has no RoutingPolicy: one step down this list at the Downgrade state.
 DEFAULT_CASCADE = ("claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5")

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 from spendgate.api import v1alpha1 as api
 from spendgate.policy.bundle import (
-    Bundle,
     BudgetEntry,
+    Bundle,
     CostCenterEntry,
     KeyEntry,
     PricingEntry,

@@ -17,7 +17,9 @@ from pydantic import ValidationError
 
 from spendgate.api import v1alpha1 as api
 from spendgate.api.validation import violations
+from spendgate.policy.compiler import CompileResult, compile_policies
 from spendgate.policy.errors import PolicyError
+from spendgate.policy.keys import read_keys_file
 
 KINDS: dict[str, type[api.CostCenter | api.Budget | api.RoutingPolicy]] = {
     "CostCenter": api.CostCenter,
@@ -78,7 +80,7 @@ def parse_object(document: Any, source: str = "<input>") -> api.PolicyObject | P
     api_version, kind = document.get("apiVersion"), document.get("kind")
     if not (isinstance(api_version, str) and api_version.startswith(api.GROUP + "/")):
         return None
-    metadata = document.get("metadata") if isinstance(document.get("metadata"), dict) else {}
+    metadata: dict[str, Any] = document["metadata"] if isinstance(document.get("metadata"), dict) else {}
     name = str(metadata.get("name", "<unnamed>"))
     namespace = None if kind == "CostCenter" else str(metadata.get("namespace") or DEFAULT_NAMESPACE)
     if api_version != api.API_VERSION:
@@ -107,3 +109,11 @@ def parse_object(document: Any, source: str = "<input>") -> api.PolicyObject | P
 
 def _file_error(path: Path, reason: str, message: str) -> PolicyError:
     return PolicyError("File", None, str(path), reason, message)
+
+
+def compile_directory(policies: Path, keys_file: Path | None = None) -> CompileResult:
+    """Standalone mode and the CLI: a directory of manifests (+ a keys file) -> bundle and errors."""
+    loaded = load_directory(policies)
+    keys = read_keys_file(keys_file).keys if keys_file else []
+    result = compile_policies(loaded.objects, keys)
+    return CompileResult(bundle=result.bundle, errors=sorted([*loaded.errors, *result.errors]))
