@@ -8,6 +8,7 @@ the errors into Ready=False conditions; standalone mode and `spendgate validate`
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -178,16 +179,18 @@ def _policy(policy: api.RoutingPolicy) -> RoutingPolicyEntry:
 
 
 def _keys(keys: Iterable[KeyEntry], valid_cost_centers: set[str], errors: list[PolicyError]) -> list[KeyEntry]:
-    entries: dict[str, KeyEntry] = {}
-    names: set[str] = set()
-    for key in sorted(keys, key=lambda k: (k.name, k.hash)):
+    """Keys whose name or hash is not unique are all refused: an ambiguous identity fails closed."""
+    items = list(keys)
+    names = Counter(key.name for key in items)
+    hashes = Counter(key.hash for key in items)
+    entries = []
+    for key in sorted(items, key=lambda k: (k.name, k.hash)):
         if key.costCenter not in valid_cost_centers:
             errors.append(PolicyError("VirtualKey", None, key.name, "UnknownCostCenter",
                                       f"costCenter {key.costCenter!r} names no valid CostCenter", "costCenter"))
-        elif key.name in names or key.hash in entries:
+        elif names[key.name] > 1 or hashes[key.hash] > 1:
             errors.append(PolicyError("VirtualKey", None, key.name, "DuplicateKey",
                                       "another virtual key has the same name or the same key", "name"))
         else:
-            names.add(key.name)
-            entries[key.hash] = key
-    return sorted(entries.values(), key=lambda k: k.hash)
+            entries.append(key)
+    return sorted(entries, key=lambda k: k.hash)
