@@ -15,7 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 GROUP = "spendgate.io"
 VERSION = "v1alpha1"
@@ -31,6 +31,22 @@ ObjectName = Annotated[str, StringConstraints(pattern=DNS_NAME_PATTERN, max_leng
 ModelId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 # IANA time zone names look like Area/Location (or UTC); the compiler checks the zone exists.
 TIME_ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$"
+
+
+def _without_duplicates(values: list[str]) -> list[str]:
+    duplicates = sorted({value for index, value in enumerate(values) if value in values[:index]})
+    if duplicates:
+        raise ValueError(f"must not contain duplicates: {', '.join(duplicates)}")
+    return values
+
+
+# A list of distinct strings. The API server checks it natively (a CEL rule would be quadratic in
+# the list length and blow the CEL cost budget at a few thousand members); pydantic checks it here.
+StringSet = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=200)]],
+    AfterValidator(_without_duplicates),
+    Field(json_schema_extra={"x-kubernetes-list-type": "set"}),
+]
 
 
 def rule(expression: str, message: str, field_path: str | None = None) -> dict[str, str]:
@@ -125,13 +141,11 @@ class CostCenterSpec(_Spec):
     owners: list[Owner] = Field(default_factory=list, max_length=50)
     parent: ObjectName | None = Field(default=None, description="Parent CostCenter name (rollup).")
     alertTargets: list[AlertTarget] = Field(default_factory=list, max_length=20)
-    members: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+    members: StringSet = Field(
         default_factory=list, max_length=5000, description="Developers who belong to this cost center."
     )
 
     cel_rules: ClassVar[list[dict[str, str]]] = [
-        rule("self.members.all(m, self.members.exists_one(n, n == m))",
-             "members must not contain duplicates", ".members"),
         rule("self.alertTargets.all(t, self.alertTargets.exists_one(u, u.name == t.name))",
              "alertTargets names must be unique", ".alertTargets"),
     ]
@@ -208,7 +222,10 @@ class BudgetSpec(_Spec):
     scope: BudgetScope
     limitUSD: UsdAmount = Field(description='Dollar limit per window as a decimal string, e.g. "250.00".')
     window: BudgetWindow
-    thresholds: Thresholds = Field(default_factory=Thresholds, json_schema_extra={"default": {}})
+    thresholds: Thresholds = Field(
+        default_factory=Thresholds,
+        json_schema_extra={"default": {"alertPercent": 80, "downgradePercent": 95, "pausePercent": 110}},
+    )
     enforcement: Enforcement = Enforcement.ENFORCE
     routingPolicyRef: ObjectName | None = Field(
         default=None, description="RoutingPolicy in the same namespace; the default cascade if empty."

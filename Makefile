@@ -1,0 +1,48 @@
+# The two commands of the README:
+#   make run    set up, then run the gateway in standalone mode on examples/policies
+#   make test   set up, then run the whole suite (lint, types, unit, proxy, real API server, Claude Code)
+# Everything is installed by these targets; slow builds are cached per machine under ~/.cache/spendgate/.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck setup control-plane claude-code bench crds kind-up
+
+run: setup
+	./hack/quickstart.sh
+
+test: setup control-plane claude-code lint typecheck
+	$(BIN)/pytest -ra
+
+setup: $(STAMP)
+
+# Reinstall only when the dependency list changes; the package itself is installed editable.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+control-plane:
+	./hack/build-control-plane.sh
+
+claude-code:
+	./hack/install-claude-code.sh
+
+lint: setup
+	$(BIN)/ruff check core operator proxy tests bench
+	$(BIN)/spendgate crds check
+
+typecheck: setup
+	$(BIN)/mypy -p spendgate
+
+crds: setup
+	$(BIN)/spendgate crds generate
+
+bench: setup
+	./bench/run.sh
+
+kind-up:
+	./hack/kind-up.sh
