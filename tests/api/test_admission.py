@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster.controlplane import ControlPlane
 
+from cluster.controlplane import ControlPlane
 from spendgate.policy.loader import load_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
