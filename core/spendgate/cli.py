@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from spendgate.api.crds import render_all, write_all
-from spendgate.policy.bundle import dumps
+from spendgate.policy.bundle import SignedBundle, dumps
 from spendgate.policy.keys import KeysFileError, create_key, read_keys_file, revoke_key
 from spendgate.policy.loader import compile_directory
 
@@ -51,6 +53,11 @@ def _render(args: argparse.Namespace) -> int:
         args.out.write_bytes(data)
     else:
         sys.stdout.buffer.write(data + b"\n")
+    return 0
+
+
+def _bundle_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(SignedBundle.model_json_schema(), indent=2, sort_keys=True))
     return 0
 
 
@@ -111,6 +118,10 @@ def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
     render.add_argument("--out", type=Path, help="write the bundle here instead of stdout")
     render.add_argument("--allow-errors", action="store_true", help="write the bundle even with errors")
 
+    bundle = commands.add_parser("bundle", help="the policy bundle format").add_subparsers(
+        dest="bundle_command", required=True, metavar="ACTION")
+    command("schema", _bundle_schema, "print the bundle's JSON schema", bundle)
+
     crds = commands.add_parser("crds", help="the CustomResourceDefinitions").add_subparsers(
         dest="crds_command", required=True, metavar="ACTION")
     for name, handler in (("generate", _crds_generate), ("check", _crds_check)):
@@ -150,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `spendgate render ... | head` is not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit-time flush quiet
+        return 0
 
 
 if __name__ == "__main__":
