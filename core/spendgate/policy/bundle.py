@@ -42,6 +42,7 @@ class CostCenterEntry(_Frozen):
     parent: str | None = None
     ancestors: list[str] = Field(default_factory=list, description="Parent first, root last.")
     members: list[str] = Field(default_factory=list)
+    alertTargets: list[str] = Field(default_factory=list, description="Names only, for messages; URLs stay in Secrets.")
 
 
 class WindowEntry(_Frozen):

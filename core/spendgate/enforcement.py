@@ -1,0 +1,251 @@
+"""Budget enforcement as a pure function: (bundle, caller, request, spend, now) -> Decision.
+
+The proxy calls `decide` before forwarding; a policy dry run replays recorded requests through
+the same function. Nothing here does I/O or reads a clock.
+
+Rules, in the order they apply:
+- Every Budget that covers the caller counts: the cost center's and its ancestors' CostCenter
+  budgets, and the Developer / Repository / VirtualKey budgets of those cost centers that match.
+- A budget's state comes from its *settled* spend (priced responses) for Paused, and from settled
+  plus in-flight reservations for Downgrade. So concurrent requests can push a wallet to a cheaper
+  model early, but only money already spent can pause anyone: no false pauses by construction.
+- Paused (any Enforce budget): refuse. Otherwise each Enforce budget proposes a model (its
+  RoutingPolicy's first matching rule, and at least one step down the cascade at Downgrade); the
+  proposal that steps furthest down wins. A rule never upgrades a request.
+- DryRun budgets run the same logic; what they would have done is recorded, never applied.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Protocol
+
+from spendgate.api.v1alpha1 import BudgetState, Enforcement, ScopeKind
+from spendgate.policy.bundle import BudgetEntry, Bundle, CostCenterEntry, RoutingPolicyEntry, RuleEntry
+from spendgate.spend import at_least, format_percent, most_severe, state_for, to_cents
+from spendgate.windows import Window, window_at, zone
+
+# The built-in behaviour of the Downgrade state when a policy has no rule for it.
+STEP_DOWN_AT_DOWNGRADE = RuleEntry(name="downgrade-state", stateAtLeast=BudgetState.DOWNGRADE, stepDown=1)
+MODEL_FAMILIES = ("fable", "mythos", "opus", "sonnet", "haiku")
+
+
+class Action(StrEnum):
+    FORWARD = "forward"
+    REROUTE = "reroute"  # forward with a cheaper model
+    PAUSE = "pause"  # refuse with a 429
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: from the virtual key, never from client headers (the repository is a tag)."""
+
+    developer: str
+    cost_center: str
+    key_name: str
+    repository: str | None = None
+
+
+class SpendView(Protocol):
+    """What a proxy knows of a budget's spend in one window."""
+
+    def settled(self, budget_id: str, window_id: str) -> Decimal: ...
+
+    def in_flight(self, budget_id: str, window_id: str) -> Decimal: ...
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One budget's position for this request."""
+
+    budget: BudgetEntry
+    window: Window
+    spent: Decimal  # settled
+    in_flight: Decimal
+    state: BudgetState
+
+    @property
+    def limit(self) -> Decimal:
+        return Decimal(self.budget.limitUSD)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.limit - self.spent - self.in_flight
+
+    @property
+    def enforced(self) -> bool:
+        return self.budget.enforcement is Enforcement.ENFORCE
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What one budget would do with the request."""
+
+    standing: Standing
+    action: Action
+    model: str
+    steps: int = 0  # how far down its cascade; the proposal that goes furthest wins
+    rule: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    model: str  # the model to forward (the requested one unless rerouted)
+    standings: list[Standing] = field(default_factory=list)
+    deciding: Proposal | None = None  # the enforced proposal that chose the action
+    dry_run: list[Proposal] = field(default_factory=list)  # DryRun budgets that would have acted
+
+    @property
+    def fullest(self) -> Standing | None:
+        """The standing closest to its pause threshold, for usage headers."""
+        return max(self.standings, key=lambda s: s.spent / s.limit, default=None)
+
+
+class BudgetIndex:
+    """A bundle arranged for lookups on the hot path (built once per bundle)."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.cost_centers: dict[str, CostCenterEntry] = {c.name: c for c in bundle.costCenters}
+        self.policies: dict[str, RoutingPolicyEntry] = {p.id: p for p in bundle.routingPolicies}
+        self._by_scope: dict[tuple[ScopeKind, str | None], list[BudgetEntry]] = defaultdict(list)
+        for budget in bundle.budgets:
+            key_name = budget.costCenter if budget.scope.kind is ScopeKind.COST_CENTER else budget.scope.name
+            self._by_scope[(budget.scope.kind, key_name)].append(budget)
+
+    def chain(self, cost_center: str) -> tuple[str, ...]:
+        """The cost center and its ancestors; a request is charged to all of them."""
+        entry = self.cost_centers.get(cost_center)
+        return (cost_center, *entry.ancestors) if entry else (cost_center,)
+
+    def budgets_for(self, caller: Caller) -> list[BudgetEntry]:
+        chain = self.chain(caller.cost_center)
+        found = [b for cc in chain for b in self._by_scope.get((ScopeKind.COST_CENTER, cc), [])]
+        for kind, name in ((ScopeKind.DEVELOPER, caller.developer), (ScopeKind.VIRTUAL_KEY, caller.key_name),
+                           (ScopeKind.REPOSITORY, caller.repository)):
+            if name is not None:
+                found.extend(b for b in self._by_scope.get((kind, name), []) if b.costCenter in chain)
+        return found
+
+    def cascade_for(self, budget: BudgetEntry) -> tuple[list[str], list[RuleEntry]]:
+        policy = self.policies.get(budget.routingPolicy) if budget.routingPolicy else None
+        if policy is None:
+            return list(self.bundle.defaultCascade), []
+        return policy.cascade, policy.rules
+
+
+def standing(budget: BudgetEntry, spend: SpendView, now: datetime) -> Standing:
+    window = window_at(budget.window.period, budget.window.timeZone, now)
+    settled = spend.settled(budget.id, window.id)
+    in_flight = spend.in_flight(budget.id, window.id)
+    limit = Decimal(budget.limitUSD)
+    settled_state = state_for(settled, limit, budget.thresholds)
+    if settled_state is BudgetState.PAUSED:
+        state = BudgetState.PAUSED
+    else:  # reservations may push towards Downgrade, never to Paused
+        projected = state_for(settled + in_flight, limit, budget.thresholds)
+        capped = BudgetState.DOWNGRADE if projected is BudgetState.PAUSED else projected
+        state = most_severe([settled_state, capped])
+    return Standing(budget=budget, window=window, spent=settled, in_flight=in_flight, state=state)
+
+
+def decide(
+    index: BudgetIndex, caller: Caller, requested_model: str, input_tokens: int, spend: SpendView, now: datetime
+) -> Decision:
+    standings = [standing(budget, spend, now) for budget in index.budgets_for(caller)]
+    proposals = [propose(index, s, requested_model, input_tokens) for s in standings]
+    enforced = [p for p in proposals if p.standing.enforced]
+    dry_run = [p for p in proposals if not p.standing.enforced and p.action is not Action.FORWARD]
+    deciding = _strongest(enforced)
+    if deciding is None or deciding.action is Action.FORWARD:
+        return Decision(Action.FORWARD, requested_model, standings, deciding, dry_run)
+    return Decision(deciding.action, deciding.model, standings, deciding, dry_run)
+
+
+def _strongest(proposals: Sequence[Proposal]) -> Proposal | None:
+    paused = [p for p in proposals if p.action is Action.PAUSE]
+    if paused:
+        return max(paused, key=lambda p: p.standing.spent / p.standing.limit)
+    return max(proposals, key=lambda p: p.steps, default=None)
+
+
+def propose(index: BudgetIndex, standing: Standing, requested_model: str, input_tokens: int) -> Proposal:
+    if standing.state is BudgetState.PAUSED:
+        return Proposal(standing, Action.PAUSE, requested_model)
+    cascade, rules = index.cascade_for(standing.budget)
+    position = cascade_position(cascade, requested_model)
+    if position is None:  # a model the cascade cannot place is forwarded as asked
+        return Proposal(standing, Action.FORWARD, requested_model)
+    best = Proposal(standing, Action.FORWARD, requested_model)
+    for rule in (_first_match(rules, standing, input_tokens), _first_match([STEP_DOWN_AT_DOWNGRADE], standing, 0)):
+        target = _target(rule, cascade, position) if rule else position
+        if rule and target - position > best.steps:
+            best = Proposal(standing, Action.REROUTE, cascade[target], target - position, rule.name)
+    return best
+
+
+def _first_match(rules: Sequence[RuleEntry], standing: Standing, input_tokens: int) -> RuleEntry | None:
+    return next((rule for rule in rules if _matches(rule, standing, input_tokens)), None)
+
+
+def _matches(rule: RuleEntry, standing: Standing, input_tokens: int) -> bool:
+    if rule.stateAtLeast is not None and not at_least(standing.state, rule.stateAtLeast):
+        return False
+    if rule.remainingUSDBelow is not None and not standing.remaining < Decimal(rule.remainingUSDBelow):
+        return False
+    return rule.inputTokensBelow is None or input_tokens < rule.inputTokensBelow
+
+
+def _target(rule: RuleEntry, cascade: list[str], position: int) -> int:
+    if rule.useModel is not None:
+        return cascade.index(rule.useModel) if rule.useModel in cascade else position
+    return min(position + (rule.stepDown or 0), len(cascade) - 1)
+
+
+def cascade_position(cascade: list[str], model: str) -> int | None:
+    """Where a model stands in a cascade: exactly, or by family (claude-opus-4-8 ranks as Opus)."""
+    if model in cascade:
+        return cascade.index(model)
+    family = next((f for f in MODEL_FAMILIES if f in model), None)
+    if family is None:
+        return None
+    return next((i for i, m in enumerate(cascade) if family in m), None)
+
+
+PERIOD_WORDS = {"Daily": "daily", "Weekly": "weekly", "Monthly": "monthly"}
+
+
+def pause_message(standing: Standing, index: BudgetIndex) -> str:
+    """What a developer reads in Claude Code's terminal; the prefix is Anthropic's gateway wording."""
+    budget = standing.budget
+    tz = zone(budget.window.timeZone)
+    resets = standing.window.end.astimezone(tz).strftime("%Y-%m-%d %H:%M ") + budget.window.timeZone
+    cost_center = index.cost_centers.get(budget.costCenter)
+    alerted = ", ".join(cost_center.alertTargets) if cost_center and cost_center.alertTargets else "nobody"
+    return (
+        f"spend limit reached ({PERIOD_WORDS[budget.window.period]}; resets {resets}) · "
+        f"Budget {budget.id} ({_scope_words(budget)}): ${to_cents(standing.spent)} of "
+        f"${to_cents(standing.limit)} spent ({format_percent(standing.spent, standing.limit)}). "
+        f"Alerted: {alerted}. Ask the owners of cost center {budget.costCenter} to raise the limit."
+    )
+
+
+def _scope_words(budget: BudgetEntry) -> str:
+    if budget.scope.kind is ScopeKind.COST_CENTER:
+        return f"cost center {budget.costCenter}"
+    return f"{budget.scope.kind.value.lower().replace('virtualkey', 'key')} {budget.scope.name}"
+
+
+def estimate_input_tokens(body_size: int) -> int:
+    """Cheap estimate from the request body's size: about 4 bytes of JSON per token.
+
+    JSON keys, escapes and tool schemas inflate the bytes a little, so this errs low for prose and
+    high for code; routing thresholds (e.g. 10K tokens) only need the order of magnitude.
+    """
+    return body_size // 4
