@@ -1,0 +1,101 @@
+"""The local spend journal and the tracker built on it: nothing answered for is ever lost."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+
+from spendgate.journal import SpendJournal, read_entries
+from spendgate.tracker import SpendTracker
+
+DAY = "2026-11-24"
+ALICE, TEAM = ("t/alice", DAY), ("t/team", DAY)
+
+
+def test_replay_rebuilds_cumulative_spend(tmp_path: Path) -> None:
+    journal = SpendJournal(tmp_path / "spend.journal")
+    journal.append("r1", [ALICE, TEAM], Decimal("0.004585"))
+    journal.append("r2", [TEAM], Decimal("1.1"))
+    journal.close()
+    totals = SpendJournal(tmp_path / "spend.journal").replay()
+    assert (totals[ALICE].spent, totals[ALICE].requests) == (Decimal("0.004585"), 1)
+    assert (totals[TEAM].spent, totals[TEAM].requests) == (Decimal("1.104585"), 2)
+
+
+def test_a_torn_last_line_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "spend.journal"
+    journal = SpendJournal(path)
+    journal.append("r1", [ALICE], Decimal("2"))
+    with path.open("ab") as handle:
+        handle.write(b'{"r":"r2","c":"9.9","b":[["t/al')
+    journal.close()
+    restarted = SpendJournal(path)
+    assert restarted.replay()[ALICE].spent == Decimal("2")
+    restarted.append("r3", [ALICE], Decimal("1"))
+    assert [e.request_id for e in read_entries(path)] == ["r1", "r3"]
+
+
+def test_sigkill_loses_nothing_that_was_acknowledged(tmp_path: Path) -> None:
+    """A child journals requests and acknowledges each; we SIGKILL it mid-stream."""
+    path = tmp_path / "spend.journal"
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys
+        from decimal import Decimal
+        from pathlib import Path
+        from spendgate.journal import SpendJournal
+        journal = SpendJournal(Path({str(path)!r}))
+        i = 0
+        while True:
+            journal.append(f"r{{i}}", [("t/alice", "{DAY}")], Decimal("0.01"))
+            print(i, flush=True)   # the acknowledgement: the client got its answer
+            i += 1
+    """)], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    acknowledged = -1
+    for line in child.stdout:
+        acknowledged = int(line)
+        if acknowledged >= 2000:
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    replayed = SpendJournal(path).replay()[ALICE]
+    assert replayed.requests >= acknowledged + 1
+    assert replayed.spent == Decimal("0.01") * replayed.requests
+
+
+def test_compaction_keeps_current_windows_exactly(tmp_path: Path) -> None:
+    path = tmp_path / "spend.journal"
+    journal = SpendJournal(path)
+    old = ("t/alice", "2026-11-23")
+    for i in range(5):
+        journal.append(f"r{i}", [ALICE, old], Decimal("0.1"))
+    journal.compact([ALICE])
+    journal.append("r9", [ALICE], Decimal("0.05"))
+    totals = journal.replay()
+    assert old not in totals
+    assert (totals[ALICE].spent, totals[ALICE].requests) == (Decimal("0.55"), 6)
+    assert len(path.read_text().splitlines()) == 2
+
+
+def test_tracker_adds_others_and_holds_reservations(tmp_path: Path) -> None:
+    tracker = SpendTracker(SpendJournal(tmp_path / "j"))
+    tracker.set_others([(ALICE, Decimal("3")), (ALICE, Decimal("4"))])
+    held = tracker.reserve([ALICE], Decimal("0.5"))
+    assert (tracker.settled(*ALICE), tracker.in_flight(*ALICE)) == (Decimal("7"), Decimal("0.5"))
+    tracker.settle(held, "r1", Decimal("0.25"))
+    assert (tracker.settled(*ALICE), tracker.in_flight(*ALICE)) == (Decimal("7.25"), Decimal("0"))
+    assert tracker.local_totals()[ALICE].spent == Decimal("0.25")
+
+    restarted = SpendTracker(SpendJournal(tmp_path / "j"))
+    assert restarted.local_totals()[ALICE].spent == Decimal("0.25")
+
+
+def test_released_reservations_cost_nothing() -> None:
+    tracker = SpendTracker()
+    tracker.release(tracker.reserve([ALICE, TEAM], Decimal("1")))
+    assert tracker.in_flight(*ALICE) == tracker.in_flight(*TEAM) == Decimal(0)
+    assert tracker.settled(*ALICE) == Decimal(0)
