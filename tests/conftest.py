@@ -1,13 +1,8 @@
 """Suite-wide fixtures. Keep this file small: each test folder adds its own conftest.py."""
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-# The suite's helpers import as top-level modules (`cluster.controlplane`) under any import mode.
-sys.path.insert(0, str(Path(__file__).parent))
 
 from cluster.controlplane import ControlPlane
 
