@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from spendgate.api.v1alpha1 import BudgetState, SpendReportSpec
+from spendgate.api.v1alpha1 import BudgetState, SpendEntry, SpendReportSpec
 from spendgate.policy.bundle import ThresholdEntry
 
 CENT = Decimal("0.01")
@@ -65,16 +65,27 @@ class FoldedSpend:
 
 def fold_reports(reports: Iterable[SpendReportSpec], budget: str, window: str) -> FoldedSpend:
     """Total spend of one budget in one window: each proxy's latest cumulative entry, summed."""
+    return fold_entries(
+        entry for report in latest_reports(reports) for entry in report.entries
+        if entry.budget == budget and entry.window == window
+    )
+
+
+def latest_reports(reports: Iterable[SpendReportSpec]) -> list[SpendReportSpec]:
+    """Each proxy's report with the highest sequence; an older copy is superseded, never added."""
     latest: dict[str, SpendReportSpec] = {}
     for report in reports:
         known = latest.get(report.proxy)
         if known is None or report.sequence >= known.sequence:
             latest[report.proxy] = report
+    return list(latest.values())
+
+
+def fold_entries(entries: Iterable[SpendEntry]) -> FoldedSpend:
+    """The sum of cumulative entries from distinct proxies (one entry per proxy)."""
     spent, requests, proxies = Decimal(0), 0, 0
-    for report in latest.values():
-        for entry in report.entries:
-            if entry.budget == budget and entry.window == window:
-                spent += Decimal(entry.spentUSD)
-                requests += entry.requests
-                proxies += 1
+    for entry in entries:
+        spent += Decimal(entry.spentUSD)
+        requests += entry.requests
+        proxies += 1
     return FoldedSpend(spent=spent, requests=requests, proxies=proxies)

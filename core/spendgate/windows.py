@@ -47,6 +47,32 @@ def window_at(period: Period, time_zone: str, now: datetime) -> Window:
     return Window(id=window_id, start=_midnight(first, tz), end=_midnight(following, tz))
 
 
+def window_by_id(period: Period, time_zone: str, window_id: str) -> Window:
+    """The window of `period` in `time_zone` named `window_id` (as reported by a proxy).
+
+    Raises ValueError when the id is not one `window_at` could have produced for this period.
+    """
+    first = _first_day(period, window_id)
+    start, following, expected_id = _bounds(period, first)
+    if expected_id != window_id:
+        raise ValueError(f"{window_id!r} is not a {period.value.lower()} window id")
+    tz = zone(time_zone)
+    return Window(id=window_id, start=_midnight(start, tz), end=_midnight(following, tz))
+
+
+def _first_day(period: Period, window_id: str) -> date:
+    try:
+        if period is Period.DAILY:
+            return date.fromisoformat(window_id)
+        if period is Period.WEEKLY:
+            year, week = window_id.split("-W")
+            return date.fromisocalendar(int(year), int(week), 1)
+        year, month = window_id.split("-")
+        return date(int(year), int(month), 1)
+    except ValueError as error:
+        raise ValueError(f"{window_id!r} is not a {period.value.lower()} window id") from error
+
+
 def _bounds(period: Period, today: date) -> tuple[date, date, str]:
     if period is Period.DAILY:
         return today, today + timedelta(days=1), today.isoformat()

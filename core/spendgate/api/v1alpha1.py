@@ -244,6 +244,7 @@ class BudgetState(StrEnum):
 
 
 class ClosedWindow(_Status):
+    window: str | None = Field(default=None, description="Window id, e.g. 2026-11-24, 2026-W48, 2026-11.")
     windowStart: str
     windowEnd: str
     spentUSD: UsdAmount
