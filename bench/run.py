@@ -1,0 +1,509 @@
+"""The gateway benchmark: mock upstream, bare passthrough, spendgate and LiteLLM in one run, one table.
+
+Layout on a 2-core machine: every gateway is pinned to core 0; the zero-delay mock upstream, wrk
+and the latency client share core 1. For each gateway in turn: spawn it, time it until the first
+successful request through it, check a non-streaming and a streaming response, then wrk for
+throughput at 16 connections (non-streaming, streaming). Then the sequential latency client at
+1 connection measures all of them (and the mock directly) interleaved, with a 2 KB body and a
+~400 KB Claude Code turn. RSS is read after all the load. Last, the policy compiler benchmark.
+
+Run it with bench/run.sh, which installs wrk and LiteLLM first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+
+import bodies  # noqa: E402
+import report  # noqa: E402
+from latency import Connection, Target, percentile, request_bytes  # noqa: E402
+from litellm_config import QUIET_UVICORN_LOGGING, litellm_config  # noqa: E402
+from report import RowView, WrkResult  # noqa: E402
+
+REPO = BENCH_DIR.parent
+GATEWAY_CPU = "0"
+LOAD_CPU = "1"
+HOST = "127.0.0.1"
+UPSTREAM_KEY = "sk-ant-bench-upstream"
+LITELLM_MASTER_KEY = "sk-bench-litellm-master"
+CLIENT_HEADERS = {"anthropic-version": "2023-06-01", "user-agent": "claude-cli/2.1.300 (external, cli)",
+                  "x-claude-code-session-id": bodies.SESSION_ID}
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    """A server process we start, pinned to one core, in its own process group."""
+
+    name: str
+    argv: list[str]
+    port: int
+    api_key: str
+    cpu: str = GATEWAY_CPU
+    env: dict[str, str] = field(default_factory=dict)
+    unset_env: tuple[str, ...] = ()
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    def start(self, workdir: Path) -> float:
+        """Spawn; return the monotonic spawn time."""
+        self.log_path = workdir / f"{self.name}.log"
+        env = {key: value for key, value in {**os.environ, **self.env}.items() if key not in self.unset_env}
+        with self.log_path.open("wb") as output:
+            spawned = time.monotonic()
+            self.process = subprocess.Popen(["taskset", "-c", self.cpu, *self.argv], stdout=output,
+                                            stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True)
+        return spawned
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """SIGTERM to the process group we created (the server and its workers), then SIGKILL."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        for sig, grace in ((signal.SIGTERM, 8.0), (signal.SIGKILL, 3.0)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(timeout=grace)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def target(self, name: str | None = None) -> Target:
+        return Target(name=name or self.name, host=HOST, port=self.port,
+                      headers={**CLIENT_HEADERS, "x-api-key": self.api_key})
+
+
+def process_tree_rss_bytes(pid: int) -> int:
+    """VmRSS of a process and all its descendants (LiteLLM's workers), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        pending.extend(children.get(current, []))
+        total += _rss_bytes(current)
+    return total
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes: readiness and response checks
+# ---------------------------------------------------------------------------------------------
+
+
+def post_once(target: Target, body: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
+    connection = Connection(target, timeout)
+    try:
+        response = connection.send(request_bytes(target, body), keep_body=True)
+        return response.status, response.body
+    finally:
+        connection.close()
+
+
+def wait_ready(service: Service, spawned: float, body: bytes, limit_s: float) -> float:
+    """Seconds from spawn to the first 200 through the service; raises RuntimeError on failure."""
+    deadline = spawned + limit_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise RuntimeError(f"exited with code {service.process.returncode if service.process else '?'}")
+        try:
+            status, answer = post_once(service.target(), body, timeout=5.0)
+            if status == 200:
+                return time.monotonic() - spawned
+            last = f"HTTP {status}: {answer[:200]!r}"
+        except OSError as error:
+            last = f"{type(error).__name__}"
+        time.sleep(0.005)
+    raise RuntimeError(f"not ready within {limit_s:.0f} s ({last})")
+
+
+def check_responses(target: Target) -> None:
+    """A non-streaming Message with usage and a complete SSE stream, or RuntimeError."""
+    status, answer = post_once(target, bodies.small_body(stream=False))
+    if status != 200 or b'"usage"' not in answer:
+        raise RuntimeError(f"non-streaming check failed: HTTP {status} {answer[:300]!r}")
+    status, answer = post_once(target, bodies.small_body(stream=True))
+    events = re.findall(rb"^event: (\w+)", answer, flags=re.MULTILINE)
+    if status != 200 or not events or events[0] != b"message_start" or events[-1] != b"message_stop":
+        raise RuntimeError(f"streaming check failed: HTTP {status} {answer[:300]!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Load: wrk for throughput, the latency client for added latency
+# ---------------------------------------------------------------------------------------------
+
+
+def run_wrk(target: Target, body_file: Path, seconds: float, connections: int = 16) -> WrkResult:
+    env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_API_KEY": target.headers["x-api-key"],
+           "BENCH_PATH": target.path}
+    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+            "-s", str(BENCH_DIR / "post.lua"), f"http://{target.host}:{target.port}"]
+    before = cpu_times()
+    completed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    busy = cpu_busy_percent(before, cpu_times())
+    match = re.search(r"^BENCH_RESULT (.*)$", completed.stdout, flags=re.MULTILINE)
+    if completed.returncode != 0 or match is None:
+        raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr[-300:]}{completed.stdout[-300:]}")
+    values = {key: int(value) for key, value in (pair.split("=") for pair in match.group(1).split())}
+    error_kinds = ("connect", "read", "write", "status", "timeout")
+    errors = sum(values[kind] for kind in error_kinds)
+    detail = ", ".join(f"{values[kind]} {kind}" for kind in error_kinds if values[kind])
+    return WrkResult(rps=values["requests"] / (values["duration_us"] / 1e6), requests=values["requests"],
+                     errors=errors, error_detail=detail, p50_ms=values["p50_us"] / 1000,
+                     p99_ms=values["p99_us"] / 1000, busy_percent=busy)
+
+
+def cpu_times() -> dict[str, tuple[int, int]]:
+    """Per core: (busy, total) jiffies from /proc/stat."""
+    times = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(value) for value in fields[:8])
+            busy = user + nice + system + irq + softirq + steal
+            times[name.removeprefix("cpu")] = (busy, busy + idle + iowait)
+    return times
+
+
+def cpu_busy_percent(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> dict[str, float]:
+    return {core: 100.0 * (after[core][0] - before[core][0]) / max(1, after[core][1] - before[core][1])
+            for core in after if core in before}
+
+
+def run_latency(targets: list[Target], body_file: Path, rounds: int, block: int, workdir: Path,
+                label: str) -> dict[str, Any]:
+    spec = workdir / f"latency-{label}.json"
+    spec.write_text(json.dumps({"targets": [vars(t) for t in targets], "body_file": str(body_file),
+                                "rounds": rounds, "block": block}))
+    argv = ["taskset", "-c", LOAD_CPU, sys.executable, str(BENCH_DIR / "latency.py"), "--spec", str(spec)]
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"latency client failed: {completed.stderr[-500:]}")
+    result: dict[str, Any] = json.loads(completed.stdout)
+    return result
+
+
+def latency_summary(samples: dict[str, Any]) -> dict[str, Any]:
+    values: list[float] = samples["latencies_us"]
+    if not values:
+        return {"p50_ms": None, "p99_ms": None, "n": 0, "errors": samples["errors"], "statuses": samples["statuses"],
+                "last_error": samples["last_error"]}
+    return {"p50_ms": percentile(values, 0.50) / 1000, "p99_ms": percentile(values, 0.99) / 1000,
+            "n": len(values), "errors": samples["errors"], "statuses": samples["statuses"],
+            "last_error": samples["last_error"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The gateways
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Gateway:
+    """How to build one gateway's service; `prepare` may raise RuntimeError (row: not available)."""
+
+    name: str
+    label: str
+    prepare: Callable[[Path, str, int], Service]
+    ready_limit_s: float = 60.0
+
+
+def bare_service(workdir: Path, upstream: str, port: int) -> Service:
+    argv = [sys.executable, str(BENCH_DIR / "bare_passthrough.py"), "--upstream", upstream, "--port", str(port)]
+    return Service("bare", argv, port, api_key=UPSTREAM_KEY)
+
+
+def spendgate_executable() -> Path:
+    return Path(sys.executable).parent / "spendgate"
+
+
+def spendgate_service(workdir: Path, upstream: str, port: int) -> Service:
+    executable = spendgate_executable()
+    probe = subprocess.run([str(executable), "proxy", "--help"], capture_output=True, text=True, timeout=60,
+                           check=False)
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        raise RuntimeError(f"`spendgate proxy` is not available ({last})")
+    keys_file = workdir / "keys.json"
+    created = subprocess.run([str(executable), "keys", "create", "--developer", "alice", "--cost-center", "platform",
+                              "--keys-file", str(keys_file)], capture_output=True, text=True, timeout=60, check=False)
+    if created.returncode != 0:
+        raise RuntimeError(f"`spendgate keys create` failed: {created.stderr.strip()[-300:]}")
+    key = created.stdout.strip().splitlines()[0]
+    argv = [str(executable), "proxy", "--policies", str(REPO / "examples" / "policies"), "--keys-file",
+            str(keys_file), "--upstream", upstream, "--port", str(port), "--admin-port", str(free_port())]
+    argv += spendgate_feature_flags(probe.stdout, workdir)
+    return Service("spendgate", argv, port, api_key=key, env={"ANTHROPIC_API_KEY": UPSTREAM_KEY})
+
+
+def spendgate_feature_flags(help_text: str, workdir: Path) -> list[str]:
+    """Turn on (and point into the run's directory) whatever optional features the proxy offers."""
+    flags: list[str] = []
+    if "--ledger" in help_text:
+        flags += ["--ledger", str(workdir / "ledger")]
+    return flags
+
+
+def litellm_venv() -> Path:
+    version = os.environ.get("LITELLM_VERSION", "1.100.5")
+    cache = Path(os.environ.get("SPENDGATE_BENCH_CACHE", Path.home() / ".cache" / "spendgate" / "bench"))
+    return cache / f"litellm-{version}"
+
+
+def litellm_service(workdir: Path, upstream: str, port: int) -> Service:
+    executable = litellm_venv() / "bin" / "litellm"
+    if not executable.exists():
+        raise RuntimeError(f"LiteLLM is not installed at {executable} (run bench/install.sh)")
+    config = workdir / "litellm.yaml"
+    config.write_text(litellm_config(upstream, UPSTREAM_KEY, LITELLM_MASTER_KEY))
+    log_config = workdir / "litellm-logging.json"
+    log_config.write_text(json.dumps(QUIET_UVICORN_LOGGING))
+    argv = [str(executable), "--config", str(config), "--host", HOST, "--port", str(port), "--num_workers", "1",
+            "--log_config", str(log_config)]
+    env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR",
+           "ANTHROPIC_API_KEY": UPSTREAM_KEY}
+    return Service("litellm", argv, port, api_key=LITELLM_MASTER_KEY, env=env,
+                   unset_env=("DATABASE_URL", "REDIS_HOST", "REDIS_URL"))
+
+
+GATEWAYS = [
+    Gateway("bare", "bare passthrough, raw ASGI (uvicorn, uvloop, httptools) + aiohttp client", bare_service),
+    Gateway("spendgate", "spendgate proxy, all features on", spendgate_service, ready_limit_s=30.0),
+    Gateway("litellm", f"LiteLLM {os.environ.get('LITELLM_VERSION', '1.100.5')} proxy, 1 worker", litellm_service),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Settings:
+    seconds: float
+    warmup_seconds: float
+    rounds: int
+    small_block: int
+    large_block: int
+    only: list[str]
+
+
+@dataclass
+class Row:
+    name: str
+    label: str
+    failure: str | None = None
+    ready_s: float | None = None
+    rps: dict[str, WrkResult] = field(default_factory=dict)
+    latency: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rss_bytes: int | None = None
+    service: Service | None = None
+
+
+def write_bodies(workdir: Path) -> dict[str, Path]:
+    files = {"small": bodies.small_body(), "small-stream": bodies.small_body(stream=True),
+             "large": bodies.large_body()}
+    paths = {}
+    for name, body in files.items():
+        paths[name] = workdir / f"body-{name}.json"
+        paths[name].write_bytes(body)
+    return paths
+
+
+def start_mock(workdir: Path) -> Service:
+    port = free_port()
+    mock = Service("mock", [sys.executable, str(BENCH_DIR / "mock_upstream.py"), "--port", str(port)], port,
+                   api_key=UPSTREAM_KEY, cpu=LOAD_CPU)
+    spawned = mock.start(workdir)
+    wait_ready(mock, spawned, bodies.small_body(), limit_s=15.0)
+    return mock
+
+
+def throughput(row: Row, target: Target, body_files: dict[str, Path], settings: Settings) -> None:
+    if settings.warmup_seconds > 0:
+        run_wrk(target, body_files["small"], settings.warmup_seconds)
+    for mode, body in (("non-stream", "small"), ("stream", "small-stream")):
+        log(f"{row.name}: wrk {mode}, 16 connections, {settings.seconds:g} s")
+        row.rps[mode] = run_wrk(target, body_files[body], settings.seconds)
+        result = row.rps[mode]
+        log(f"{row.name}: {mode} {result.rps:,.0f} RPS, {result.errors} errors")
+
+
+def bring_up(gateway: Gateway, workdir: Path, upstream: str, body_files: dict[str, Path], settings: Settings) -> Row:
+    row = Row(gateway.name, gateway.label)
+    try:
+        service = gateway.prepare(workdir, upstream, free_port())
+    except RuntimeError as error:
+        row.failure = str(error)
+        return row
+    row.service = service
+    log(f"{gateway.name}: starting on core {GATEWAY_CPU}")
+    spawned = service.start(workdir)
+    try:
+        row.ready_s = wait_ready(service, spawned, bodies.small_body(), gateway.ready_limit_s)
+        log(f"{gateway.name}: ready in {row.ready_s:.2f} s")
+        check_responses(service.target())
+        throughput(row, service.target(), body_files, settings)
+    except RuntimeError as error:
+        row.failure = f"{error}; log: {service.log_tail(8)}"
+        log(f"{gateway.name}: FAILED: {row.failure}")
+        service.stop()
+        row.service = None
+    return row
+
+
+def measure_latency(rows: list[Row], mock: Service, body_files: dict[str, Path], settings: Settings,
+                    workdir: Path) -> dict[str, dict[str, Any]]:
+    """Interleaved latency for every running gateway plus the mock directly; returns the direct figures."""
+    live = [row for row in rows if row.service is not None and row.failure is None]
+    targets = [mock.target("direct"), *[row.service.target() for row in live if row.service]]
+    direct: dict[str, dict[str, Any]] = {}
+    for size, block in (("small", settings.small_block), ("large", settings.large_block)):
+        log(f"latency, {size} body: {settings.rounds} rounds of {block} requests per target, "
+            f"{len(targets)} targets, 1 connection each")
+        samples = run_latency(targets, body_files[size], settings.rounds, block, workdir, size)
+        direct[size] = latency_summary(samples["direct"])
+        for row in live:
+            row.latency[size] = latency_summary(samples[row.name])
+    return direct
+
+
+def row_view(row: Row) -> RowView:
+    return RowView(name=row.name, label=row.label, failure=row.failure, ready_s=row.ready_s, rps=row.rps,
+                   latency=row.latency, rss_bytes=row.rss_bytes)
+
+
+def run_compile_benchmark() -> dict[str, Any]:
+    argv = ["taskset", "-c", GATEWAY_CPU, sys.executable, str(BENCH_DIR / "compile_bench.py")]
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+    if completed.returncode != 0:
+        return {"failure": completed.stderr.strip()[-500:]}
+    result: dict[str, Any] = json.loads(completed.stdout)
+    return result
+
+
+def environment() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    commit = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
+                            text=True, check=False).stdout.strip()
+    return {"cpu": f"{cpu} x {os.cpu_count()}", "kernel": platform.release(), "python": platform.python_version(),
+            "wrk": (wrk.stdout + wrk.stderr).split("[")[0].strip(), "commit": commit or "?"}
+
+
+def run(settings: Settings) -> str:
+    workdir = Path(tempfile.mkdtemp(prefix="spendgate-bench-"))
+    body_files = write_bodies(workdir)
+    rows: list[Row] = []
+    mock = start_mock(workdir)
+    try:
+        upstream = f"http://{HOST}:{mock.port}"
+        log(f"mock upstream on core {LOAD_CPU} at {upstream}; working directory {workdir}")
+        ceiling = Row("mock", "mock upstream, direct (wrk and mock share core 1: the ceiling)")
+        throughput(ceiling, mock.target("direct"), body_files, settings)
+        for gateway in GATEWAYS:
+            if not settings.only or gateway.name in settings.only:
+                rows.append(bring_up(gateway, workdir, upstream, body_files, settings))
+        direct = measure_latency(rows, mock, body_files, settings, workdir)
+        for row in rows:
+            if row.service is not None and row.service.process is not None and row.service.alive():
+                row.rss_bytes = process_tree_rss_bytes(row.service.process.pid)
+    finally:
+        for row in rows:
+            if row.service is not None:
+                row.service.stop()
+        mock.stop()
+    log("policy compiler benchmark")
+    compile_result = run_compile_benchmark()
+    shutil.rmtree(workdir, ignore_errors=True)
+    return report.render(report.Inputs(
+        date=datetime.date.today().isoformat(), rows=[row_view(row) for row in rows],
+        ceiling=row_view(ceiling), direct=direct, compile=compile_result, environment=environment(),
+        settings=vars(settings)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration per throughput figure")
+    parser.add_argument("--warmup-seconds", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved latency rounds")
+    parser.add_argument("--small-block", type=int, default=200, help="latency requests per target per round, 2 KB")
+    parser.add_argument("--large-block", type=int, default=80, help="latency requests per target per round, 400 KB")
+    parser.add_argument("--only", nargs="*", default=[], choices=[g.name for g in GATEWAYS])
+    parser.add_argument("--out", type=Path, help="results file (default bench/results/<date>.md)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: run bench/run.sh (or bench/install.sh)")
+    settings = Settings(args.seconds, args.warmup_seconds, args.rounds, args.small_block, args.large_block, args.only)
+    markdown = run(settings)
+    out = args.out or BENCH_DIR / "results" / f"{datetime.date.today().isoformat()}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown)
+    print(markdown)
+    log(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()
