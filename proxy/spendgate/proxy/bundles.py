@@ -1,0 +1,158 @@
+"""The bundle in force, and its hot reload.
+
+A source says cheaply whether it changed (a stat fingerprint) and loads a verified bundle or raises
+BundleError. The holder polls the fingerprint; on a change it loads off the event loop, and swaps
+only a bundle that loaded cleanly: a bad one leaves the last good bundle in force and is reported
+(log, `spendgate_bundle_load_errors_total`, /readyz detail).
+
+Cluster mode reads one bundle file from a mounted ConfigMap. Kubernetes updates such a volume
+(about a minute after the ConfigMap changes; never with subPath) by swapping the `..data` symlink
+atomically, so stat() of the file follows the link to a new inode. Standalone mode compiles a
+policy directory and its keys file with the operator's compiler, whenever one of its files changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from spendgate.policy.bundle import BundleError, KeyEntry, SignedBundle, loads
+from spendgate.policy.keys import KeysFileError
+from spendgate.policy.loader import compile_directory
+from spendgate.pricing import PriceBook
+from spendgate.proxy.metrics import ProxyMetrics
+
+logger = logging.getLogger("spendgate.proxy")
+# How many policy errors a refused standalone bundle reports in full.
+ERRORS_SHOWN = 5
+
+Fingerprint = tuple[tuple[str, int, int, int], ...]
+
+
+def _stat(path: Path) -> tuple[str, int, int, int]:
+    try:
+        status = os.stat(path)  # follows symlinks: a swapped ..data link gives a new inode
+    except FileNotFoundError:
+        return (str(path), 0, 0, 0)
+    return (str(path), status.st_ino, status.st_mtime_ns, status.st_size)
+
+
+class BundleSource(Protocol):
+    def describe(self) -> str: ...
+
+    def fingerprint(self) -> Fingerprint: ...
+
+    def load(self) -> SignedBundle:
+        """The bundle, verified; raises BundleError naming what is wrong."""
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    """Cluster mode: the compiled bundle JSON the operator wrote to a ConfigMap, mounted as a file."""
+
+    path: Path
+
+    def describe(self) -> str:
+        return f"bundle file {self.path}"
+
+    def fingerprint(self) -> Fingerprint:
+        return (_stat(self.path),)
+
+    def load(self) -> SignedBundle:
+        try:
+            data = self.path.read_bytes()
+        except OSError as error:
+            raise BundleError(f"cannot read {self.path}: {error.strerror}") from error
+        return loads(data)
+
+
+@dataclass(frozen=True)
+class PolicyDirectory:
+    """Standalone mode: policy manifests on disk and the keys file beside them."""
+
+    policies: Path
+    keys_file: Path
+
+    def describe(self) -> str:
+        return f"policies {self.policies} with keys {self.keys_file}"
+
+    def fingerprint(self) -> Fingerprint:
+        files = sorted(path for path in self.policies.rglob("*") if path.is_file()) if self.policies.is_dir() else []
+        return tuple(_stat(path) for path in [*files, self.keys_file])
+
+    def load(self) -> SignedBundle:
+        try:
+            result = compile_directory(self.policies, self.keys_file)
+        except KeysFileError as error:
+            raise BundleError(str(error)) from error
+        if result.errors:
+            shown = "; ".join(str(error) for error in result.errors[:ERRORS_SHOWN])
+            more = len(result.errors) - ERRORS_SHOWN
+            suffix = f"; and {more} more" if more > 0 else ""
+            raise BundleError(f"{len(result.errors)} policy errors: {shown}{suffix}")
+        return result.bundle
+
+
+@dataclass(frozen=True)
+class ActiveBundle:
+    """A loaded bundle with what the hot path looks up in it, prepared once."""
+
+    signed: SignedBundle
+    keys: Mapping[str, KeyEntry]  # by SHA-256 hex of the plaintext key
+    prices: PriceBook
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def version(self) -> str:
+        return self.signed.version
+
+
+def activate(signed: SignedBundle) -> ActiveBundle:
+    return ActiveBundle(signed=signed, keys={key.hash: key for key in signed.bundle.keys},
+                        prices=PriceBook(signed.bundle.pricing))
+
+
+class BundleHolder:
+    def __init__(self, source: BundleSource, metrics: ProxyMetrics) -> None:
+        """Loads the first bundle; a BundleError here means there is nothing to serve with."""
+        self._source = source
+        self._metrics = metrics
+        self._fingerprint = source.fingerprint()
+        self.current = activate(source.load())
+        self.last_error: str | None = None
+        self.last_error_at: datetime | None = None
+        metrics.bundle_swapped(self.current.version)
+
+    async def reload(self) -> bool:
+        """Load the source if it changed; True if a new bundle is now in force."""
+        fingerprint = self._source.fingerprint()
+        if fingerprint == self._fingerprint:
+            return False
+        self._fingerprint = fingerprint
+        try:
+            signed = await asyncio.to_thread(self._source.load)
+        except BundleError as error:
+            self.last_error, self.last_error_at = str(error), datetime.now(UTC)
+            self._metrics.bundle_refused()
+            logger.error("refused the new bundle from %s, still serving %s: %s",
+                         self._source.describe(), self.current.version, error)
+            return False
+        self.last_error = self.last_error_at = None
+        self._metrics.bundle_last_load_ok.set(1)
+        if signed.contentHash == self.current.signed.contentHash:
+            return False
+        previous, self.current = self.current.version, activate(signed)
+        self._metrics.bundle_swapped(self.current.version)
+        logger.info("bundle %s replaces %s (%s)", self.current.version, previous, self._source.describe())
+        return True
+
+    async def watch(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await self.reload()

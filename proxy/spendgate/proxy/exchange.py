@@ -1,0 +1,75 @@
+"""One request's facts, collected along the hot path and settled once at its end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from spendgate.proxy.admission import FORWARD, Decision, Endpoint
+from spendgate.proxy.attribution import Attribution
+
+# Flags the proxy adds to the pricing's own (spendgate.pricing); docs/ledger.md lists them all.
+ESTIMATED: Final = "estimated"  # the stream ended before its final usage: output is a floor estimate
+NO_USAGE: Final = "no_usage"  # the response ended before any usage arrived: nothing could be priced
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    UPSTREAM_ERROR = "upstream_error"  # the upstream answered with an error status or a mid-stream error event
+    UPSTREAM_FAILED = "upstream_failed"  # unreachable, timed out, or the connection broke
+    CLIENT_DISCONNECTED = "client_disconnected"
+    REJECTED = "rejected"  # refused by admission
+    PROXY_ERROR = "proxy_error"  # refused by the proxy: bad request, unknown key, body too large, unknown path
+
+
+@dataclass(slots=True)
+class Exchange:
+    received_at: datetime  # aware, UTC
+    started: float  # perf_counter() at arrival
+    method: str
+    path: str
+    endpoint: Endpoint | None = None
+    bundle_version: str = ""
+    request_id: str = ""
+    attribution: Attribution | None = None
+    requested_model: str | None = None
+    forwarded_model: str | None = None
+    served_model: str | None = None
+    stream: bool = False
+    decision: Decision = FORWARD
+    admitted: bool = False  # admission let it through (forward or reroute): the spend sink will hear of it
+    status: int = 0
+    outcome: Outcome = Outcome.OK
+    error_type: str | None = None
+    usage: dict[str, Any] | None = None
+    refused_before_output: bool = False
+    flags: set[str] = field(default_factory=set)
+    upstream_sent: float | None = None  # perf_counter() when the request went upstream
+    upstream_done: float | None = None  # ... when its response was in hand (headers, or the whole body)
+    first_byte: float | None = None  # ... when the client's response started
+    finished: float | None = None  # ... when it was settled
+
+    @property
+    def upstream_seconds(self) -> float | None:
+        """How long the upstream took to answer (headers of a stream, the whole body otherwise)."""
+        if self.upstream_sent is None or self.upstream_done is None:
+            return None
+        return self.upstream_done - self.upstream_sent
+
+    @property
+    def added_seconds(self) -> float | None:
+        """The proxy's own share of the time to the client's first byte: all but the upstream's wait."""
+        if self.first_byte is None:
+            return None
+        return self.first_byte - self.started - (self.upstream_seconds or 0.0)
+
+    @property
+    def total_seconds(self) -> float | None:
+        return self.finished - self.started if self.finished is not None else None
+
+    @property
+    def model(self) -> str | None:
+        """The model that ran, as best known: the response's, else the one sent upstream."""
+        return self.served_model or self.forwarded_model or self.requested_model

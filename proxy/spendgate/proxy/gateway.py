@@ -1,0 +1,390 @@
+"""The gateway: what Claude Code reaches through ANTHROPIC_BASE_URL. The hot path, top to bottom:
+
+1. route         only /v1/ is served; the endpoint decides what is parsed and priced
+2. authenticate  the virtual key's SHA-256 -> developer and cost center, or 401
+3. read body     bounded (413 past the limit), read once
+4. attribute     the JSON body parsed once (messages, count_tokens); tags from the headers
+5. admit         Admission decides: forward, reroute to another model, or reject   <- enforcement
+6. forward       to the upstream, the client's credential swapped for the organisation's key
+7. relay         an event stream chunk by chunk as it arrives, scanned on the side for usage;
+                 any other response of /v1/messages whole (it is small and carries the usage)
+8. settle        price, ledger, metrics, spend sink; only then does the response complete
+
+Plain ASGI on purpose: a framework's routing and request objects cost more than this whole path
+(DESIGN.md section 4). Nothing here rewrites a byte the upstream sends; the request body is
+rewritten only when admission reroutes it to another model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from time import perf_counter
+from typing import Any, Final
+
+import aiohttp
+import orjson
+
+from spendgate.proxy.admission import Admission, AdmissionRequest, Endpoint, Reject, Reroute, with_model
+from spendgate.proxy.asgi import RawHeaders, Receive, Scope, Send
+from spendgate.proxy.attribution import TAG_HEADERS, attribute, credential, identify
+from spendgate.proxy.bundles import ActiveBundle, BundleHolder
+from spendgate.proxy.errors import ProxyError, error_body, new_request_id, sse_error_event
+from spendgate.proxy.exchange import ESTIMATED, NO_USAGE, Exchange, Outcome
+from spendgate.proxy.settle import Settler
+from spendgate.proxy.sse import StreamScanner
+from spendgate.proxy.upstream import Upstream
+
+logger = logging.getLogger("spendgate.proxy")
+
+# Never forwarded upstream: hop-by-hop headers, the ones aiohttp sets itself, the client's credential.
+REQUEST_DROPPED: Final = frozenset({
+    b"host", b"content-length", b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization",
+    b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade", b"expect", b"x-api-key",
+    b"authorization",
+})
+# Never relayed to the client: hop-by-hop headers (the ASGI server frames the response itself).
+RESPONSE_DROPPED: Final = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-connection", b"te", b"trailer",
+    b"transfer-encoding", b"upgrade",
+})
+OWN_HEADER_PREFIX: Final = b"x-spendgate-"  # our tags, for the ledger only; not the upstream's business
+PARSED: Final = frozenset({Endpoint.MESSAGES, Endpoint.COUNT_TOKENS})
+JSON_HEADERS: Final = [(b"content-type", b"application/json")]
+END: Final = {"type": "http.response.body", "body": b"", "more_body": False}
+CLIENT_CLOSED_REQUEST: Final = 499  # the ledger's status for a client that left before any answer
+
+
+def endpoint_for(method: str, path: str) -> Endpoint | None:
+    """Routing on the path alone (Claude Code adds `?beta=true`); None outside /v1/."""
+    if path == "/v1/messages" and method == "POST":
+        return Endpoint.MESSAGES
+    if path == "/v1/messages/count_tokens" and method == "POST":
+        return Endpoint.COUNT_TOKENS
+    if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
+        return Endpoint.MODELS
+    return Endpoint.PASSTHROUGH if path.startswith("/v1/") else None
+
+
+@dataclass(slots=True)
+class Inbound:
+    """The client's headers, read in one pass: what goes upstream, and what the proxy itself needs."""
+
+    forward: list[tuple[str, str]] = field(default_factory=list)
+    api_key: bytes | None = None
+    authorization: bytes | None = None
+    content_length: bytes | None = None
+    tags: dict[bytes, bytes] = field(default_factory=dict)
+
+
+def read_headers(raw: Iterable[tuple[bytes, bytes]], identity_encoding: bool) -> Inbound:
+    inbound = Inbound()
+    listed: set[bytes] = set()  # headers the client's Connection header makes hop-by-hop
+    for name, value in raw:
+        if name in TAG_HEADERS:
+            inbound.tags[name] = value
+        if name in REQUEST_DROPPED:
+            if name == b"x-api-key":
+                inbound.api_key = value
+            elif name == b"authorization":
+                inbound.authorization = value
+            elif name == b"content-length":
+                inbound.content_length = value
+            elif name == b"connection":
+                listed.update(token.strip().lower() for token in value.split(b","))
+            continue
+        if name.startswith(OWN_HEADER_PREFIX) or (identity_encoding and name == b"accept-encoding"):
+            continue
+        inbound.forward.append((name.decode("latin-1"), value.decode("latin-1")))
+    if listed:
+        inbound.forward = [(name, value) for name, value in inbound.forward if name.encode("latin-1") not in listed]
+    if identity_encoding:  # the proxy reads usage from the body, so it must not arrive compressed
+        inbound.forward.append(("accept-encoding", "identity"))
+    return inbound
+
+
+def declared_length(value: bytes | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ProxyError("invalid_request_error", "content-length is not a number") from None
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read."""
+
+
+async def read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
+    if declared is not None and declared > limit:
+        raise too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk: bytes = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def too_large(limit: int) -> ProxyError:
+    return ProxyError("request_too_large", f"request body is larger than the gateway's limit of {limit} bytes")
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise ProxyError("invalid_request_error", f"request body is not valid JSON: {error}") from None
+    if not isinstance(parsed, dict):
+        raise ProxyError("invalid_request_error", "request body must be a JSON object")
+    model = parsed.get("model")
+    if not isinstance(model, str) or not model:
+        raise ProxyError("invalid_request_error", "model: a model id (string) is required")
+    return parsed
+
+
+def user_id_of(body: dict[str, Any]) -> Any:
+    metadata = body.get("metadata")
+    return metadata.get("user_id") if isinstance(metadata, dict) else None
+
+
+def response_headers(raw: Iterable[tuple[bytes, bytes]], keep_length: bool) -> tuple[RawHeaders, bytes | None]:
+    """The upstream's headers minus hop-by-hop ones, and its request-id if it sent one."""
+    headers: RawHeaders = []
+    request_id = None
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered in RESPONSE_DROPPED or (lowered == b"content-length" and not keep_length):
+            continue
+        if lowered == b"request-id":
+            request_id = value
+        headers.append((lowered, value))
+    return headers, request_id
+
+
+def is_event_stream(response: aiohttp.ClientResponse) -> bool:
+    return response.content_type == "text/event-stream"
+
+
+def encoded(headers: Iterable[tuple[str, str]]) -> RawHeaders:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+def read_message(exchange: Exchange, body: bytes) -> None:
+    """Usage, served model and refusal from a non-streaming Message body."""
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(message, dict):
+        return
+    usage, model = message.get("usage"), message.get("model")
+    exchange.usage = usage if isinstance(usage, dict) else None
+    exchange.served_model = model if isinstance(model, str) else None
+    exchange.refused_before_output = message.get("stop_reason") == "refusal" and not message.get("content")
+
+
+def error_type_of(body: bytes) -> str | None:
+    """The `error.type` of an upstream error body, for the ledger; None if it is not Anthropic-shaped."""
+    try:
+        error = orjson.loads(body).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return str(error.get("type")) if isinstance(error, dict) else None
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def abandon_upstream(response: aiohttp.ClientResponse, watcher: asyncio.Future[None]) -> None:
+    """The client left mid-response: stop the upstream too (its pending read fails at once)."""
+    if not watcher.cancelled():
+        response.close()
+
+
+class Gateway:
+    def __init__(self, bundles: BundleHolder, upstream: Upstream, admission: Admission, settler: Settler,
+                 max_body_bytes: int, max_passthrough_body_bytes: int) -> None:
+        self._bundles = bundles
+        self._upstream = upstream
+        self._admission = admission
+        self._settler = settler
+        self._limits = {endpoint: max_body_bytes if endpoint in PARSED else max_passthrough_body_bytes
+                        for endpoint in Endpoint}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        exchange = Exchange(received_at=datetime.now(UTC), started=perf_counter(), method=scope["method"],
+                            path=scope["path"])
+        active = self._bundles.current
+        exchange.bundle_version = active.version
+        try:
+            await self._handle(scope, receive, send, exchange, active)
+        except ProxyError as error:
+            await self._refuse(send, exchange, active, error)
+        except ClientGone:
+            exchange.status, exchange.outcome = CLIENT_CLOSED_REQUEST, Outcome.CLIENT_DISCONNECTED
+            self._settler.settle(exchange, active.prices)
+        except Exception:  # a bug must still answer in Anthropic's shape, and be logged and recorded
+            logger.exception("internal error on %s %s", exchange.method, exchange.path)
+            if exchange.first_byte is None:
+                await self._refuse(send, exchange, active, ProxyError("api_error", "internal gateway error", 500))
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange,
+                      active: ActiveBundle) -> None:
+        endpoint = endpoint_for(exchange.method, exchange.path)
+        if endpoint is None:
+            raise ProxyError("not_found_error", f"{exchange.path} is not served: the gateway serves /v1/")
+        exchange.endpoint = endpoint
+        inbound = read_headers(scope["headers"], identity_encoding=endpoint is Endpoint.MESSAGES)
+        identity = identify(credential(inbound.api_key, inbound.authorization), active.keys)
+        body = await read_body(receive, declared_length(inbound.content_length), self._limits[endpoint])
+        parsed = parse_body(body) if endpoint in PARSED else None
+        exchange.attribution = attribute(identity, inbound.tags, user_id_of(parsed) if parsed else None)
+        if parsed is not None:
+            exchange.requested_model = parsed["model"]
+            exchange.stream = parsed.get("stream") is True
+
+        decision = self._admission.admit(AdmissionRequest(
+            endpoint=endpoint, attribution=exchange.attribution, model=exchange.requested_model,
+            stream=exchange.stream, body_bytes=len(body), body=parsed, bundle=active.signed,
+            now=exchange.received_at))
+        exchange.decision = decision
+        if isinstance(decision, Reject):
+            raise ProxyError(decision.error_type, decision.message, decision.status)
+        exchange.admitted = True
+        if isinstance(decision, Reroute) and parsed is not None:
+            body = with_model(parsed, decision.model)
+            exchange.forwarded_model = decision.model
+
+        target = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            target += "?" + scope["query_string"].decode("latin-1")
+        exchange.upstream_sent = perf_counter()
+        response = await self._upstream.open(exchange.method, target, inbound.forward, body)
+        try:
+            if endpoint is Endpoint.MESSAGES and not is_event_stream(response):
+                await self._relay_whole(send, response, exchange, active)
+            else:
+                await self._relay_stream(receive, send, response, exchange, active)
+        finally:
+            response.release()
+
+    async def _relay_whole(self, send: Send, response: aiohttp.ClientResponse, exchange: Exchange,
+                           active: ActiveBundle) -> None:
+        """A non-streaming Message (or an error): read it all, read its usage, settle, answer."""
+        try:
+            body = await response.read()
+        except TimeoutError:
+            raise self._upstream.timed_out() from None
+        except aiohttp.ClientError as error:
+            raise self._upstream.unreachable(error) from None
+        exchange.upstream_done = perf_counter()
+        exchange.status = response.status
+        if response.status == 200:
+            read_message(exchange, body)
+        else:
+            exchange.outcome, exchange.error_type = Outcome.UPSTREAM_ERROR, error_type_of(body)
+        await self._start(send, exchange, response, keep_length=True)
+        self._settler.settle(exchange, active.prices)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def _relay_stream(self, receive: Receive, send: Send, response: aiohttp.ClientResponse,
+                            exchange: Exchange, active: ActiveBundle) -> None:
+        """Relay chunk by chunk as they arrive; an event stream of /v1/messages is also scanned for usage."""
+        exchange.upstream_done = perf_counter()
+        exchange.status = response.status
+        if response.status >= 400:
+            exchange.outcome = Outcome.UPSTREAM_ERROR
+        events = is_event_stream(response)
+        scanner = StreamScanner() if events and exchange.endpoint is Endpoint.MESSAGES else None
+        await self._start(send, exchange, response, keep_length=not events)
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        watcher.add_done_callback(partial(abandon_upstream, response))
+        failure: ProxyError | None = None
+        try:
+            async for chunk in response.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if scanner is not None:
+                    scanner.feed(chunk)
+        except TimeoutError:
+            failure = self._upstream.timed_out()
+        except aiohttp.ClientError as error:
+            failure = self._upstream.unreachable(error)
+        client_left = watcher.done()
+        watcher.cancel()
+        if client_left:
+            exchange.outcome = Outcome.CLIENT_DISCONNECTED
+        elif failure is not None:
+            exchange.outcome, exchange.error_type = Outcome.UPSTREAM_FAILED, failure.error_type
+            if events:
+                await send({"type": "http.response.body", "body": self._stream_failure(scanner, failure),
+                            "more_body": True})
+        if scanner is not None:
+            self._take_usage(exchange, scanner)
+        self._settler.settle(exchange, active.prices)
+        await send(END)
+
+    @staticmethod
+    def _stream_failure(scanner: StreamScanner | None, failure: ProxyError) -> bytes:
+        """An `error` event telling the client the stream broke; a half-sent event is ended first."""
+        closing = b"" if scanner is None or scanner.at_event_boundary else b"\n\n"
+        return closing + sse_error_event(failure.error_type, failure.message)
+
+    @staticmethod
+    def _take_usage(exchange: Exchange, scanner: StreamScanner) -> None:
+        usage, estimated = scanner.billable_usage()
+        exchange.usage = usage
+        exchange.served_model = scanner.model
+        exchange.refused_before_output = scanner.refused_before_output
+        if scanner.error_type is not None and exchange.outcome is Outcome.OK:
+            exchange.outcome, exchange.error_type = Outcome.UPSTREAM_ERROR, scanner.error_type
+        if usage is None:
+            exchange.flags.add(NO_USAGE)
+        elif estimated:
+            exchange.flags.add(ESTIMATED)
+
+    async def _start(self, send: Send, exchange: Exchange, response: aiohttp.ClientResponse,
+                     keep_length: bool) -> None:
+        headers, request_id = response_headers(response.raw_headers, keep_length)
+        if request_id is None:
+            exchange.request_id = new_request_id()
+            headers.append((b"request-id", exchange.request_id.encode()))
+        else:
+            exchange.request_id = request_id.decode("latin-1")
+        headers.extend(encoded(exchange.decision.headers))
+        exchange.first_byte = perf_counter()
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+
+    async def _refuse(self, send: Send, exchange: Exchange, active: ActiveBundle, error: ProxyError) -> None:
+        """Answer with the proxy's own Anthropic-shaped error; settle it like any other request."""
+        exchange.request_id = exchange.request_id or new_request_id()
+        exchange.status, exchange.error_type = error.status, error.error_type
+        if isinstance(exchange.decision, Reject):
+            exchange.outcome = Outcome.REJECTED
+        elif exchange.upstream_sent is not None:
+            exchange.outcome = Outcome.UPSTREAM_FAILED
+        else:
+            exchange.outcome = Outcome.PROXY_ERROR
+        headers = [*JSON_HEADERS, (b"request-id", exchange.request_id.encode()), *encoded(exchange.decision.headers)]
+        exchange.first_byte = perf_counter()
+        await send({"type": "http.response.start", "status": error.status, "headers": headers})
+        self._settler.settle(exchange, active.prices)
+        await send({"type": "http.response.body", "body": error_body(error.error_type, error.message,
+                                                                       exchange.request_id), "more_body": False})
+

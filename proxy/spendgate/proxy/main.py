@@ -1,0 +1,121 @@
+"""`spendgate proxy`: run the gateway.
+
+Standalone (no cluster):  spendgate proxy --policies DIR [--keys-file F] --upstream URL --port N --admin-port M
+Cluster (a ConfigMap):    spendgate proxy --bundle /etc/spendgate/bundle.json --port N --admin-port M
+
+The upstream key comes from --upstream-key-file (a mounted Secret) or the ANTHROPIC_API_KEY
+environment variable; it is read once and lives only in memory. These flag names are an interface
+(scripts, the quick start, the Helm chart): keep them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import uvloop
+
+from spendgate.policy.bundle import BundleError
+from spendgate.proxy.bundles import BundleFile, BundleSource, PolicyDirectory
+from spendgate.proxy.ledger import STDOUT
+from spendgate.proxy.server import MIB, Proxy, Settings
+
+UPSTREAM_KEY_ENV = "ANTHROPIC_API_KEY"
+defaults = Settings(source=BundleFile(Path("bundle.json")), upstream_key="")
+
+
+class ConfigError(Exception):
+    """A setting that stops the proxy from starting; the message says which and why."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--policies", type=Path, metavar="DIR",
+                        help="standalone: compile the policy manifests in DIR (recompiled when they change)")
+    source.add_argument("--bundle", type=Path, metavar="FILE",
+                        help="cluster: the compiled bundle from a mounted ConfigMap (reloaded when it changes)")
+    parser.add_argument("--keys-file", type=Path, metavar="F", help="standalone keys file (default: DIR/keys.json)")
+    parser.add_argument("--upstream", default=defaults.upstream_url, metavar="URL",
+                        help=f"the Anthropic API to forward to (default {defaults.upstream_url})")
+    parser.add_argument("--upstream-key-file", type=Path, metavar="F",
+                        help=f"file holding the upstream API key (default: ${UPSTREAM_KEY_ENV})")
+    parser.add_argument("--host", default=defaults.host, help=f"client address (default {defaults.host})")
+    parser.add_argument("--port", type=int, default=defaults.port, help=f"client port (default {defaults.port})")
+    parser.add_argument("--admin-host", default=defaults.admin_host,
+                        help=f"address of /livez, /readyz, /metrics (default {defaults.admin_host})")
+    parser.add_argument("--admin-port", type=int, default=defaults.admin_port,
+                        help=f"admin port (default {defaults.admin_port})")
+    parser.add_argument("--ledger", default=STDOUT, metavar="PATH",
+                        help="where the ledger goes: '-' for stdout (default) or a file, rotated by size")
+    parser.add_argument("--ledger-max-mib", type=int, default=defaults.ledger_max_bytes // MIB,
+                        help="rotate the ledger file at this size (default %(default)s MiB)")
+    parser.add_argument("--ledger-backups", type=int, default=defaults.ledger_backups,
+                        help="rotated ledger files to keep (default %(default)s)")
+    parser.add_argument("--max-body-mib", type=int, default=defaults.max_body_bytes // MIB,
+                        help="largest Messages / count_tokens body (default %(default)s MiB, as Anthropic)")
+    parser.add_argument("--upstream-timeout", type=float, default=defaults.read_timeout, metavar="SECONDS",
+                        help="longest silence from the upstream before the request fails (default %(default)s)")
+    parser.add_argument("--upstream-connect-timeout", type=float, default=defaults.connect_timeout,
+                        metavar="SECONDS", help="connection timeout (default %(default)s)")
+    parser.add_argument("--reload-interval", type=float, default=defaults.reload_interval, metavar="SECONDS",
+                        help="how often the bundle source is checked for changes (default %(default)s)")
+
+
+def read_upstream_key(key_file: Path | None) -> str:
+    if key_file is not None:
+        try:
+            key = key_file.read_text().strip()
+        except OSError as error:
+            raise ConfigError(f"cannot read the upstream key file {key_file}: {error.strerror}") from None
+        if not key:
+            raise ConfigError(f"the upstream key file {key_file} is empty")
+        return key
+    key = os.environ.get(UPSTREAM_KEY_ENV, "").strip()
+    if not key:
+        raise ConfigError(f"no upstream key: set {UPSTREAM_KEY_ENV} or pass --upstream-key-file")
+    return key
+
+
+def source_from(args: argparse.Namespace) -> BundleSource:
+    if args.bundle is not None:
+        return BundleFile(args.bundle)
+    return PolicyDirectory(args.policies, args.keys_file or args.policies / "keys.json")
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    return Settings(
+        source=source_from(args),
+        upstream_key=read_upstream_key(args.upstream_key_file),
+        upstream_url=args.upstream,
+        host=args.host,
+        port=args.port,
+        admin_host=args.admin_host,
+        admin_port=args.admin_port,
+        ledger=args.ledger,
+        ledger_max_bytes=args.ledger_max_mib * MIB,
+        ledger_backups=args.ledger_backups,
+        max_body_bytes=args.max_body_mib * MIB,
+        read_timeout=args.upstream_timeout,
+        connect_timeout=args.upstream_connect_timeout,
+        reload_interval=args.reload_interval,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    # Logs go to stderr, always: stdout may be the ledger.
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        proxy = Proxy(settings_from(args))
+    except (ConfigError, BundleError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        uvloop.run(proxy.run_until_signalled())
+    except OSError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+

@@ -1,0 +1,125 @@
+"""Assembles a proxy from its settings and serves the client and admin ports on one event loop.
+
+Used by `spendgate proxy` (main.py) and by the tests, which run it in-process on free ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from spendgate.proxy.admin import AdminApp
+from spendgate.proxy.admission import Admission, ForwardAll
+from spendgate.proxy.bundles import BundleHolder, BundleSource
+from spendgate.proxy.gateway import Gateway
+from spendgate.proxy.ledger import STDOUT, LedgerWriter
+from spendgate.proxy.metrics import ProxyMetrics
+from spendgate.proxy.settle import NoSpendSink, Settler, SpendSink
+from spendgate.proxy.upstream import Upstream
+
+logger = logging.getLogger("spendgate.proxy")
+MIB = 1024 * 1024
+BACKLOG = 2048
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: BundleSource
+    upstream_key: str = field(repr=False)  # never printed, not even in a repr
+    upstream_url: str = "https://api.anthropic.com"
+    host: str = "127.0.0.1"
+    port: int = 8787
+    admin_host: str = "127.0.0.1"
+    admin_port: int = 8788
+    ledger: str = STDOUT
+    ledger_max_bytes: int = 100 * MIB
+    ledger_backups: int = 5
+    max_body_bytes: int = 32 * MIB  # Anthropic's limit for Messages and count_tokens
+    max_passthrough_body_bytes: int = 256 * MIB  # ... and for Message Batches
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0  # Claude Code's own default request timeout (API_TIMEOUT_MS)
+    reload_interval: float = 1.0
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Two servers share one process: the Proxy, not each server, handles SIGINT and SIGTERM."""
+        yield
+
+
+def _server(app: Any) -> _Server:
+    config = uvicorn.Config(app, http="httptools", lifespan="off", access_log=False, server_header=False,
+                            date_header=False, log_config=None, log_level="warning")
+    return _Server(config)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bound here rather than by uvicorn, so a busy port is an OSError to report, not a sys.exit()."""
+    return socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                backlog=BACKLOG)
+
+
+class Proxy:
+    def __init__(self, settings: Settings, admission: Admission | None = None,
+                 spend_sink: SpendSink | None = None) -> None:
+        """Loads the first bundle (a BundleError means nothing to serve); binds nothing yet."""
+        self.settings = settings
+        self.metrics = ProxyMetrics()
+        self.bundles = BundleHolder(settings.source, self.metrics)
+        self.ledger = LedgerWriter(settings.ledger, settings.ledger_max_bytes, settings.ledger_backups)
+        self.upstream = Upstream(settings.upstream_url, settings.upstream_key, settings.connect_timeout,
+                                 settings.read_timeout)
+        settler = Settler(self.ledger, self.metrics, spend_sink or NoSpendSink())
+        gateway = Gateway(self.bundles, self.upstream, admission or ForwardAll(), settler,
+                          settings.max_body_bytes, settings.max_passthrough_body_bytes)
+        self._servers = [_server(gateway), _server(AdminApp(self.bundles, self.metrics))]
+        self._tasks: list[asyncio.Task[None]] = []
+        self.port = self.admin_port = 0
+
+    async def start(self) -> None:
+        """Bind both ports (OSError if one is taken), then serve; returns once both accept connections."""
+        client = _listen(self.settings.host, self.settings.port)
+        try:
+            sockets = [client, _listen(self.settings.admin_host, self.settings.admin_port)]
+        except OSError:
+            client.close()
+            raise
+        self.port, self.admin_port = (sock.getsockname()[1] for sock in sockets)
+        await self.upstream.start()
+        self._tasks = [asyncio.create_task(server.serve(sockets=[sock]))
+                       for server, sock in zip(self._servers, sockets, strict=True)]
+        self._tasks.append(asyncio.create_task(self.bundles.watch(self.settings.reload_interval)))
+        while not all(server.started for server in self._servers):
+            await asyncio.sleep(0.002)
+        logger.info("serving on %s:%d (admin %s:%d), upstream %s, bundle %s", self.settings.host, self.port,
+                    self.settings.admin_host, self.admin_port, self.settings.upstream_url,
+                    self.bundles.current.version)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (they settle), then flush the ledger."""
+        for server in self._servers:
+            server.should_exit = True
+        watcher = self._tasks.pop()
+        watcher.cancel()
+        await asyncio.gather(*self._tasks, watcher, return_exceptions=True)
+        await self.upstream.close()
+        self.ledger.close()
+
+    async def run_until_signalled(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(number, stop.set)
+        await self.start()
+        await stop.wait()
+        logger.info("shutting down")
+        await self.stop()
