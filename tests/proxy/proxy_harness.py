@@ -1,0 +1,63 @@
+"""Helpers shared by the proxy tests (importable, unlike conftest.py): a running proxy, request bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from spendgate.proxy.server import Proxy
+
+# A made-up upstream key: tests check it reaches the upstream and nothing else.
+UPSTREAM_KEY = "sk-ant-api03-TEST-UPSTREAM-SECRET-7f3a9c1e"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Plaintext virtual keys, as `spendgate keys create` printed them."""
+
+    alice: str  # developer alice, cost center platform
+    bob: str  # developer bob, cost center engineering
+    revoked: str  # mallory's key, revoked
+    file: Path
+
+
+@dataclass
+class Running:
+    proxy: Proxy
+    ledger_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy.admin_port}"
+
+    def ledger(self) -> list[dict[str, Any]]:
+        self.proxy.ledger.flush()
+        if not self.ledger_path.exists():
+            return []
+        return [orjson.loads(line) for line in self.ledger_path.read_bytes().splitlines()]
+
+    def client(self, key: str | None, **headers: str) -> httpx.AsyncClient:
+        auth = {"x-api-key": key} if key is not None else {}
+        return httpx.AsyncClient(base_url=self.url, timeout=10,
+                                 headers={"anthropic-version": "2023-06-01", **auth, **headers})
+
+    async def metrics(self) -> str:
+        async with httpx.AsyncClient(base_url=self.admin_url) as admin:
+            return (await admin.get("/metrics")).text
+
+
+StartGateway = Callable[..., Awaitable[Running]]
+
+
+def message_request(stream: bool = False, model: str = "claude-opus-5-5", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "max_tokens": 1024, "stream": stream,
+            "messages": [{"role": "user", "content": "Run the tests."}], **extra}
