@@ -9,7 +9,7 @@ import json
 import pytest
 
 from proxy.proxy_harness import UPSTREAM_KEY, Keys, Running, message_request
-from spendgate.testing.upstream import SCENARIOS, TEXT, MockUpstream, Reply
+from spendgate.testing.upstream import MODELS, SCENARIOS, TEXT, MockUpstream, Reply
 
 STREAMED = ["text", "tool_use", "thinking", "cache", "web_search", "utf8_split", "refusal"]
 
@@ -98,7 +98,7 @@ async def test_count_tokens_and_models(gateway: Running, keys: Keys, upstream: M
         models = await client.get("/v1/models", params={"limit": 1000})
         model = await client.get("/v1/models/claude-sonnet-5-5")
     assert counted.json()["input_tokens"] > 0
-    assert [entry["id"] for entry in models.json()["data"]] == ["claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"]
+    assert [entry["id"] for entry in models.json()["data"]] == [model["id"] for model in MODELS]
     assert model.json()["id"] == "claude-sonnet-5-5"
     assert upstream.requests[1].query == "limit=1000"
     ledger = gateway.ledger()
