@@ -59,9 +59,9 @@ async def start_gateway(upstream: MockUpstream, policies: Path, keys: Keys, tmp_
     async def start(admission: Admission | None = None, spend_sink: SpendSink | None = None,
                     **overrides: Any) -> Running:
         ledger = tmp_path / f"ledger-{len(started)}.jsonl"
-        settings = Settings(source=PolicyDirectory(policies, keys.file), upstream_key=UPSTREAM_KEY,
-                            upstream_url=upstream.url, port=0, admin_port=0, ledger=str(ledger),
-                            reload_interval=0.02, **overrides)
+        settings = Settings(**{"source": PolicyDirectory(policies, keys.file), "upstream_key": UPSTREAM_KEY,
+                               "upstream_url": upstream.url, "port": 0, "admin_port": 0, "ledger": str(ledger),
+                               "reload_interval": 0.02, **overrides})
         proxy = Proxy(settings, admission=admission, spend_sink=spend_sink)
         await proxy.start()
         started.append(proxy)

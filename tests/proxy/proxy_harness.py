@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,3 +62,26 @@ StartGateway = Callable[..., Awaitable[Running]]
 def message_request(stream: bool = False, model: str = "claude-opus-5-5", **extra: Any) -> dict[str, Any]:
     return {"model": model, "max_tokens": 1024, "stream": stream,
             "messages": [{"role": "user", "content": "Run the tests."}], **extra}
+
+
+def assert_anthropic_error(response: httpx.Response, status: int, error_type: str) -> str:
+    """The proxy's own errors: Anthropic's envelope, matching status, request-id header = body. Returns the message."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == error_type
+    assert body["request_id"] == response.headers["request-id"]
+    assert body["request_id"].startswith("req_proxy_")
+    message: str = body["error"]["message"]
+    assert message
+    return message
+
+
+async def wait_for_ledger(running: Running, count: int) -> list[dict[str, Any]]:
+    """The ledger once it has `count` lines (a request settled after its client left, say)."""
+    for _ in range(500):
+        lines = running.ledger()
+        if len(lines) >= count:
+            return lines
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the ledger has {len(running.ledger())} lines, expected {count}")

@@ -77,7 +77,6 @@ async def test_upstream_errors_pass_through_unchanged(gateway: Running, keys: Ke
         assert response.status_code == status
         assert response.content == SCENARIOS[scenario].body
         assert response.headers["request-id"].startswith("req_mock_")
-    assert response.headers["retry-after"] if status == 429 else True
     ledger = gateway.ledger()
     assert [line["status"] for line in ledger] == [529, 429, 400, 500]
     assert [line["errorType"] for line in ledger] == ["overloaded_error", "rate_limit_error", "invalid_request_error",

@@ -31,7 +31,7 @@ import orjson
 
 from spendgate.proxy.admission import Admission, AdmissionRequest, Endpoint, Reject, Reroute, with_model
 from spendgate.proxy.asgi import RawHeaders, Receive, Scope, Send
-from spendgate.proxy.attribution import TAG_HEADERS, attribute, credential, identify
+from spendgate.proxy.attribution import TAG_HEADERS, Attribution, attribute, credential, identify
 from spendgate.proxy.bundles import ActiveBundle, BundleHolder
 from spendgate.proxy.errors import ProxyError, error_body, new_request_id, sse_error_event
 from spendgate.proxy.exchange import ESTIMATED, NO_USAGE, Exchange, Outcome
@@ -253,6 +253,7 @@ class Gateway:
         exchange.endpoint = endpoint
         inbound = read_headers(scope["headers"], identity_encoding=endpoint is Endpoint.MESSAGES)
         identity = identify(credential(inbound.api_key, inbound.authorization), active.keys)
+        exchange.attribution = Attribution(identity)  # who to record, even if the body turns out bad
         body = await read_body(receive, declared_length(inbound.content_length), self._limits[endpoint])
         parsed = parse_body(body) if endpoint in PARSED else None
         exchange.attribution = attribute(identity, inbound.tags, user_id_of(parsed) if parsed else None)
