@@ -266,6 +266,7 @@ class BudgetStatus(_Status):
     remainingUSD: str | None = Field(default=None, description="May be negative once over the limit.")
     percentUsed: str | None = Field(default=None, description='e.g. "42.5%"')
     state: BudgetState | None = None
+    window: str | None = Field(default=None, description="Id of the current window: the key proxies report under.")
     windowStart: str | None = None
     windowEnd: str | None = Field(default=None, description="When the window resets (RFC 3339).")
     lastReportTime: str | None = None

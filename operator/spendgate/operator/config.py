@@ -1,0 +1,47 @@
+"""What one operator instance watches, where it writes, and how fast it reacts."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+DEFAULT_NAMESPACE = "spendgate-system"
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    # The operator's own namespace: the shared gateway and its bundle, alert-target Secrets,
+    # virtual-key Secrets and the proxies' SpendReports live here.
+    namespace: str = DEFAULT_NAMESPACE
+    # Namespaces that hold Budgets and RoutingPolicies (CostCenters are cluster-scoped).
+    policy_namespaces: tuple[str, ...] = ()
+    # Namespaces of sidecar workloads: each gets its own copy of the bundle ConfigMap.
+    bundle_namespaces: tuple[str, ...] = ()
+    kubeconfig: Path | None = None
+    context: str | None = None
+    identity: str = field(default_factory=socket.gethostname)
+    metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port (tests)
+    liveness: str | None = None  # e.g. http://0.0.0.0:8081/healthz
+    peering: str | None = None  # a KopfPeering name enables HA; None runs standalone
+    priority: int = 0
+    # A Budget's status is written at most once per interval (spend folding is debounced here).
+    write_interval: float = 1.0
+    retry_delay: float = 2.0
+    write_concurrency: int = 8
+    alert_backoffs: tuple[float, ...] = (1.0, 4.0, 16.0)
+    alert_request_timeout: float = 10.0
+    # A SpendReport with no current-window entry and no report for this long belongs to a gone proxy.
+    stale_report_after: timedelta = timedelta(days=1)
+    housekeeping_interval: timedelta = timedelta(minutes=10)
+    # kopf's watch-stream settings; tests shorten them.
+    watch_server_timeout: int = 600  # seconds; the API server wants an integer
+
+    @property
+    def watched_namespaces(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.namespace, *self.policy_namespaces)))
+
+    @property
+    def bundle_targets(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.namespace, *self.bundle_namespaces)))

@@ -1,0 +1,92 @@
+"""`spendgate operator`: run the operator against the current kubeconfig or in-cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import kopf
+from prometheus_client import start_http_server
+
+from spendgate.operator.clock import Clock, SystemClock
+from spendgate.operator.config import DEFAULT_NAMESPACE, OperatorConfig
+from spendgate.operator.handlers import build_registry, operator_settings
+from spendgate.operator.kube import Kube, load_configuration
+from spendgate.operator.metrics import OperatorMetrics
+from spendgate.operator.reconciler import Reconciler
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", DEFAULT_NAMESPACE),
+                        help="the operator's namespace: shared gateway bundle, key and alert Secrets, "
+                             "SpendReports (default: $POD_NAMESPACE or %(default)s)")
+    parser.add_argument("--policy-namespace", action="append", default=[], metavar="NAMESPACE",
+                        help="a namespace with Budgets and RoutingPolicies (repeatable)")
+    parser.add_argument("--bundle-namespace", action="append", default=[], metavar="NAMESPACE",
+                        help="a sidecar workload namespace that gets the bundle ConfigMap (repeatable)")
+    parser.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then ~/.kube/config")
+    parser.add_argument("--context", help="kubeconfig context")
+    parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port; 0 disables")
+    parser.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    parser.add_argument("--peering", help="KopfPeering name: enables HA (see docs/operator.md); default standalone")
+    parser.add_argument("--priority", type=int, default=0, help="peering priority (distinct per replica)")
+    parser.add_argument("--write-interval", type=float, default=1.0,
+                        help="a Budget's status is written at most this often, in seconds")
+    parser.add_argument("--verbose", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    kopf.configure(verbose=args.verbose)
+    config = OperatorConfig(
+        namespace=args.namespace,
+        policy_namespaces=tuple(args.policy_namespace),
+        bundle_namespaces=tuple(args.bundle_namespace),
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        metrics_port=args.metrics_port or None,
+        liveness=args.liveness,
+        peering=args.peering,
+        priority=args.priority,
+        write_interval=args.write_interval,
+    )
+    return asyncio.run(serve(config))
+
+
+async def serve(config: OperatorConfig, clock: Clock | None = None, stop: asyncio.Event | None = None,
+                metrics: OperatorMetrics | None = None) -> int:
+    """Run kopf's watches and the reconcile loop until `stop` is set, a signal arrives, or the loop
+    fails (then the exit code is 1 and the pod restarts: it converges again from the API)."""
+    kube = Kube(load_configuration(config.kubeconfig, config.context))
+    metrics = metrics or OperatorMetrics()
+    reconciler = Reconciler(config, kube, clock or SystemClock(), metrics)
+    server = start_http_server(config.metrics_port, registry=metrics.registry) if config.metrics_port else None
+    stop = stop or asyncio.Event()
+    reconciling = asyncio.create_task(reconciler.run(), name="spendgate reconciler")
+    watching = asyncio.create_task(kopf.operator(
+        registry=build_registry(reconciler, kube.configuration),
+        settings=operator_settings(config),
+        namespaces=config.watched_namespaces,
+        standalone=config.peering is None,
+        peering_name=config.peering,
+        priority=config.priority,
+        liveness_endpoint=config.liveness,
+        stop_flag=stop,
+    ), name="kopf")
+    try:
+        await asyncio.wait({reconciling, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.set()
+        reconciling.cancel()
+        await asyncio.gather(reconciling, watching, return_exceptions=True)
+        await kube.close()
+        if server is not None:
+            server[0].shutdown()
+    if not reconciling.cancelled() and reconciling.exception() is not None:
+        logger.error("the reconcile loop failed", exc_info=reconciling.exception())
+        return 1
+    return 0

@@ -1,0 +1,78 @@
+"""CostCenter and RoutingPolicy status, pure.
+
+A CostCenter's `spentUSD` is the current-window spend of its own CostCenter-scoped budgets plus
+its children's `spentUSD`. Developer, repository and virtual-key budgets are views inside a cost
+center (their spend is also in the team's budget, and they overlap one another), so they count
+towards `budgets` but not towards `spentUSD`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from spendgate.api import v1alpha1 as api
+from spendgate.operator.conditions import ready_condition, set_condition
+from spendgate.policy.errors import PolicyError
+from spendgate.spend import exact
+
+
+@dataclass(frozen=True)
+class BudgetSummary:
+    """What a CostCenter rollup needs of one Budget."""
+
+    cost_center: str
+    whole_cost_center: bool  # scope kind CostCenter
+    spent: Decimal | None
+
+
+def cost_center_statuses(
+    cost_centers: Mapping[str, api.CostCenter],
+    budgets: Sequence[BudgetSummary],
+    errors: Mapping[str, Sequence[PolicyError]],
+    previous: Mapping[str, api.CostCenterStatus],
+    now: datetime,
+) -> dict[str, api.CostCenterStatus]:
+    children = _children(cost_centers)
+    own_budgets = {name: [b for b in budgets if b.cost_center == name] for name in cost_centers}
+    totals: dict[str, tuple[int, Decimal]] = {}
+
+    def total(name: str, path: frozenset[str]) -> tuple[int, Decimal]:
+        if name not in totals:
+            below = [total(child, path | {name}) for child in children[name] if child not in path]
+            mine = own_budgets[name]
+            count = len(mine) + sum(count for count, _ in below)
+            spent = sum((b.spent or Decimal(0) for b in mine if b.whole_cost_center), Decimal(0))
+            totals[name] = (count, spent + sum((amount for _, amount in below), Decimal(0)))
+        return totals[name]
+
+    statuses = {}
+    for name, cost_center in cost_centers.items():
+        count, spent = total(name, frozenset())
+        generation = cost_center.metadata.generation or 0
+        message = f"{count} budgets, {len(children[name])} child cost centers"
+        ready = ready_condition(errors.get(name, ()), generation, "Compiled", message, now)
+        old = previous.get(name, api.CostCenterStatus())
+        statuses[name] = api.CostCenterStatus(
+            observedGeneration=generation, conditions=set_condition(old.conditions, ready),
+            spentUSD=exact(spent), budgets=count, children=children[name],
+        )
+    return statuses
+
+
+def _children(cost_centers: Mapping[str, api.CostCenter]) -> dict[str, list[str]]:
+    children: dict[str, list[str]] = {name: [] for name in cost_centers}
+    for name, cost_center in sorted(cost_centers.items()):
+        parent = cost_center.spec.parent
+        if parent in children and parent != name:
+            children[parent].append(name)
+    return children
+
+
+def routing_policy_status(policy: api.RoutingPolicy, users: int, previous: api.RoutingPolicyStatus,
+                          now: datetime) -> api.RoutingPolicyStatus:
+    generation = policy.metadata.generation or 0
+    ready = ready_condition((), generation, "Compiled", f"used by {users} budgets", now)
+    return api.RoutingPolicyStatus(observedGeneration=generation, conditions=set_condition(previous.conditions, ready))
