@@ -106,6 +106,18 @@ async def test_upstream_timeout_before_any_answer(start_gateway: StartGateway, k
     assert gateway.ledger()[-1]["outcome"] == "upstream_failed"
 
 
+async def test_upstream_failing_mid_body_of_a_message(start_gateway: StartGateway, keys: Keys) -> None:
+    """Before the client has any byte, a broken upstream body is still a clean 502 or 504."""
+    gateway = await start_gateway(read_timeout=0.2)
+    async with gateway.client(keys.alice, **{"x-mock-scenario": "reset"}) as client:
+        reset = await client.post("/v1/messages", json=message_request())
+    async with gateway.client(keys.alice, **{"x-mock-scenario": "hang_mid_stream"}) as client:
+        silent = await client.post("/v1/messages", json=message_request())
+    assert "lost mid-response" in assert_anthropic_error(reset, 502, "api_error")
+    assert_anthropic_error(silent, 504, "timeout_error")
+    assert [line["outcome"] for line in gateway.ledger()] == ["upstream_failed", "upstream_failed"]
+
+
 async def stream_text(gateway: Running, key: str, scenario: str) -> tuple[int, bytes]:
     async with gateway.client(key, **{"x-mock-scenario": scenario}) as client, client.stream(
             "POST", "/v1/messages", json=message_request(stream=True)) as response:

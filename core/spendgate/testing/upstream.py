@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import contextlib
 import gzip
+import hashlib
 import itertools
 import json
 from collections import deque
@@ -259,7 +260,7 @@ class MockUpstream:
                    "anthropic-ratelimit-requests-limit": "4000", "anthropic-ratelimit-requests-remaining": "3999",
                    "anthropic-ratelimit-requests-reset": "2026-11-24T00:00:01Z"}
         if request.path == "/v1/messages" and request.method == "POST":
-            return await self._messages(request, received, headers, request_id)
+            return await self._messages(request, received, headers)
         if request.path == "/v1/messages/count_tokens":
             return web.json_response({"input_tokens": max(1, len(body) // 4)}, headers=headers)
         if request.path == "/v1/models":
@@ -279,7 +280,7 @@ class MockUpstream:
         delay = request.headers.get("x-mock-delay-ms")
         return replace(reply, chunk_delay=int(delay) / 1000) if delay else reply
 
-    async def _messages(self, request: web.Request, received: Received, headers: dict[str, str], request_id: str
+    async def _messages(self, request: web.Request, received: Received, headers: dict[str, str]
                         ) -> web.StreamResponse:
         reply = self._reply_for(request)
         if reply.fail is Failure.HANG_BEFORE_HEADERS:
@@ -291,12 +292,28 @@ class MockUpstream:
                                 content_type="application/json")
         parsed = received.json() if received.body else {}
         model = parsed.get("model") or DEFAULT_MODEL
-        message_id = "msg_mock_" + request_id.removeprefix("req_mock_")
+        # The same request gets the same message id, so a reply through a proxy can be compared with a direct one.
+        message_id = "msg_mock_" + hashlib.sha256(received.body).hexdigest()[:24]
         if parsed.get("stream") is True:
             events = stream_events(reply.scenario, model, message_id)
             return await self._stream(request, received, reply, events, headers)
-        received.sent += message_json(reply.scenario, model, message_id)
-        return web.Response(body=bytes(received.sent), headers=headers, content_type="application/json")
+        message = message_json(reply.scenario, model, message_id)
+        if reply.fail is not None:
+            return await self._broken_message(request, received, reply.fail, message, headers)
+        received.sent += message
+        return web.Response(body=message, headers=headers, content_type="application/json")
+
+    async def _broken_message(self, request: web.Request, received: Received, failure: Failure, message: bytes,
+                              headers: dict[str, str]) -> web.StreamResponse:
+        """A non-streaming Message cut off halfway through its body."""
+        response = web.StreamResponse(headers={**headers, "content-type": "application/json"})
+        response.content_length = len(message)
+        await response.prepare(request)
+        half = message[:len(message) // 2]
+        await response.write(half)
+        received.sent += half
+        await _fail(request, failure)
+        return response
 
     async def _stream(self, request: web.Request, received: Received, reply: Reply, events: list[dict[str, Any]],
                       headers: dict[str, str]) -> web.StreamResponse:
@@ -307,18 +324,23 @@ class MockUpstream:
         for sent, chunk in enumerate(_chunks(events, reply.chunk_size)):
             if sent == reply.fail_after and reply.gate is not None:
                 await reply.gate.wait()
-            if sent == reply.fail_after and reply.fail is Failure.RESET:
-                assert request.transport is not None
-                request.transport.abort()
+            if sent == reply.fail_after and reply.fail is not None:
+                await _fail(request, reply.fail)
                 return response
-            if sent == reply.fail_after and reply.fail is Failure.HANG:
-                await asyncio.Event().wait()
             if reply.chunk_delay:
                 await asyncio.sleep(reply.chunk_delay)
             await response.write(chunk)
             received.sent += chunk
         await response.write_eof()
         return response
+
+
+async def _fail(request: web.Request, failure: Failure) -> None:
+    if failure is Failure.RESET:
+        assert request.transport is not None
+        request.transport.abort()
+    else:
+        await asyncio.Event().wait()
 
 
 def _chunks(events: list[dict[str, Any]], size: int | None) -> list[bytes]:

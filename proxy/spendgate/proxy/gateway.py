@@ -294,7 +294,7 @@ class Gateway:
         except TimeoutError:
             raise self._upstream.timed_out() from None
         except aiohttp.ClientError as error:
-            raise self._upstream.unreachable(error) from None
+            raise self._upstream.broke_off(error) from None
         exchange.upstream_done = perf_counter()
         exchange.status = response.status
         if response.status == 200:
@@ -326,7 +326,7 @@ class Gateway:
         except TimeoutError:
             failure = self._upstream.timed_out()
         except aiohttp.ClientError as error:
-            failure = self._upstream.unreachable(error)
+            failure = self._upstream.broke_off(error)
         client_left = watcher.done()
         watcher.cancel()
         if client_left:

@@ -63,3 +63,7 @@ class Upstream:
         # The exception's class, never its text: it can quote request details.
         return ProxyError("api_error", f"upstream {self._host} unreachable ({type(error).__name__})")
 
+    def broke_off(self, error: BaseException) -> ProxyError:
+        return ProxyError("api_error",
+                          f"connection to upstream {self._host} lost mid-response ({type(error).__name__})")
+
