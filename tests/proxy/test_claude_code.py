@@ -1,0 +1,79 @@
+"""The real Claude Code CLI as a client: a `claude -p` turn through the gateway, attributed in the ledger.
+
+Claude Code is installed once per machine by hack/install-claude-code.sh (pinned, from npm) and
+runs offline here: its only network peer is the gateway, in front of the mock upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from proxy.proxy_harness import Keys, Running, StartGateway
+from spendgate.proxy.admission import AdmissionRequest, Decision, Reject
+from spendgate.testing.upstream import TEXT, MockUpstream
+
+INSTALLER = Path(__file__).parents[2] / "hack" / "install-claude-code.sh"
+pytestmark = pytest.mark.claude
+
+
+@pytest.fixture(scope="session")
+def claude() -> Path:
+    installed = subprocess.run([str(INSTALLER)], check=True, capture_output=True, text=True, timeout=600)
+    return Path(installed.stdout.strip())
+
+
+async def run_claude(claude: Path, gateway: Running, key: str, workdir: Path) -> tuple[int | None, str, str]:
+    home = workdir / "home"
+    home.mkdir(exist_ok=True)
+    environment = {
+        "PATH": os.environ["PATH"], "HOME": str(home), "ANTHROPIC_BASE_URL": gateway.url,
+        "ANTHROPIC_API_KEY": key, "DISABLE_TELEMETRY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "ANTHROPIC_CUSTOM_HEADERS": "x-spendgate-repo: org/payments\nx-spendgate-branch: main",
+    }
+    process = await asyncio.create_subprocess_exec(
+        str(claude), "-p", "Run the tests and tell me if they pass.", cwd=workdir, env=environment,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_a_claude_code_turn_through_the_gateway(claude: Path, gateway: Running, keys: Keys,
+                                                      upstream: MockUpstream, tmp_path: Path) -> None:
+    returncode, stdout, stderr = await run_claude(claude, gateway, keys.alice, tmp_path)
+    assert returncode == 0, stderr
+    assert TEXT.content[0]["text"] in stdout
+
+    [turn] = [request for request in upstream.requests if request.path == "/v1/messages"]
+    session = turn.header("x-claude-code-session-id")
+    assert session
+    [line] = [line for line in gateway.ledger() if line["endpoint"] == "messages"]
+    assert (line["developer"], line["costCenter"], line["keyName"]) == ("alice", "platform", "alice-laptop")
+    assert (line["session"], line["sessionSource"]) == (session, "header")
+    assert (line["repo"], line["branch"], line["stream"], line["outcome"]) == ("org/payments", "main", True, "ok")
+    assert line["requestedModel"] == turn.json()["model"]
+    assert float(line["costUSD"]) > 0
+
+
+class Paused:
+    def admit(self, request: AdmissionRequest) -> Decision:
+        return Reject(429, "billing_error", PAUSE_MESSAGE, reason="paused",
+                      headers=(("x-should-retry", "false"), ("retry-after", "40000")))
+
+
+PAUSE_MESSAGE = "spend limit reached (daily; resets 2026-11-25 00:00 UTC) · ask #ai-platform"
+
+
+async def test_claude_code_shows_a_pause_at_once_without_retrying(
+        claude: Path, start_gateway: StartGateway, keys: Keys, upstream: MockUpstream, tmp_path: Path) -> None:
+    """The shape admission's Reject gives a paused budget (contract 2.5) is one Claude Code does not retry."""
+    gateway = await start_gateway(admission=Paused())
+    returncode, stdout, stderr = await run_claude(claude, gateway, keys.alice, tmp_path)
+    assert returncode != 0
+    assert PAUSE_MESSAGE in stdout + stderr
+    assert upstream.requests == []
+    assert [line["outcome"] for line in gateway.ledger()] == ["rejected"]
