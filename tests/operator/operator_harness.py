@@ -7,19 +7,22 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar
 
 import kubernetes
 
 from cluster.controlplane import ControlPlane
-from spendgate.api.v1alpha1 import GROUP, VERSION
+from spendgate.api.v1alpha1 import GROUP, VERSION, SpendReportSpec
 from spendgate.operator.config import OperatorConfig
+from spendgate.operator.kube import Kube, load_configuration
 from spendgate.operator.main import serve
 from spendgate.operator.metrics import OperatorMetrics
+from spendgate.operator.reporter import ReportState, SpendReporter
 
 T = TypeVar("T")
 POLL = 0.05
@@ -110,6 +113,37 @@ class ManualClock:
         self._now = instant
 
 
+class FakeProxy:
+    """A proxy that only reports spend, through the real report protocol, driven synchronously."""
+
+    def __init__(self, control_plane: ControlPlane, namespace: str, name: str) -> None:
+        self.state = ReportState(name)
+        self._configuration = load_configuration(control_plane.kubeconfig, None)
+        self._namespace, self._name = namespace, name
+
+    def spend(self, budget: str, window: str, usd: str, requests: int = 1) -> None:
+        self.state.add(budget, window, Decimal(usd), requests)
+
+    def report(self, now: datetime) -> bool:
+        return self._run(lambda reporter: reporter.report(now))
+
+    def resume(self) -> None:
+        self._run(lambda reporter: reporter.resume())
+
+    def send(self, expected_sequence: int, report: SpendReportSpec) -> None:
+        self._run(lambda reporter: reporter.send(expected_sequence, report))
+
+    def _run(self, action: Callable[[SpendReporter], Awaitable[T]]) -> T:
+        async def run() -> T:
+            kube = Kube(self._configuration)
+            try:
+                return await action(SpendReporter(kube, self._namespace, self._name, self.state))
+            finally:
+                await kube.close()
+
+        return asyncio.run(run())
+
+
 class OperatorThread:
     """One operator instance in its own thread and event loop: start, stop, start again."""
 
@@ -193,3 +227,30 @@ def serving(receiver: WebhookReceiver) -> Iterator[WebhookReceiver]:
         yield receiver
     finally:
         receiver.close()
+
+
+def manifests(*documents: dict[str, Any]) -> str:
+    return "\n---\n".join(json.dumps(document) for document in documents)
+
+
+def cost_center(name: str, run_id: str, parent: str | None = None, members: tuple[str, ...] = (),
+                targets: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    spec: dict[str, Any] = {"code": f"CC-{name}", "members": list(members), "alertTargets": list(targets)}
+    if parent:
+        spec["parent"] = parent
+    return {"apiVersion": "spendgate.io/v1alpha1", "kind": "CostCenter",
+            "metadata": {"name": name, "labels": {TEST_LABEL: run_id}}, "spec": spec}
+
+
+def budget(name: str, namespace: str, cost_center: str, limit: str = "100.00", period: str = "Daily",
+           time_zone: str = "Europe/Berlin", scope: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    spec = {"costCenter": cost_center, "scope": scope or {"kind": "CostCenter"}, "limitUSD": limit,
+            "window": {"period": period, "timeZone": time_zone}, **extra}
+    return {"apiVersion": "spendgate.io/v1alpha1", "kind": "Budget",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def routing_policy(name: str, namespace: str) -> dict[str, Any]:
+    return {"apiVersion": "spendgate.io/v1alpha1", "kind": "RoutingPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"cascade": ["claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"], "rules": []}}

@@ -53,7 +53,8 @@ def claimed(before: Sequence[AlertRecord], after: Sequence[AlertRecord]) -> Clai
     """The claim a status change made: Sending records that were not there before."""
     known = {(r.window, r.threshold) for r in before}
     fresh = [r for r in after if r.outcome == SENDING and (r.window, r.threshold) not in known]
-    return Claim(fresh[0].window, tuple(r.threshold for r in fresh)) if fresh else None
+    thresholds = sorted((r.threshold for r in fresh), key=SEVERITY.__getitem__)
+    return Claim(fresh[0].window, tuple(thresholds)) if fresh else None
 
 
 def claim_records(claim: Claim, now: datetime) -> list[AlertRecord]:

@@ -89,6 +89,7 @@ class Reconciler:
         self._hold: dict[ObjectRef, float] = {}  # monotonic time before which a write must wait
         self._recheck: dict[str, datetime] = {}  # budget key -> when time alone changes its status
         self._errors: dict[ErrorKey, list[PolicyError]] = {}
+        self._compiled: dict[ObjectRef, str] = {}  # the fingerprints the errors above were computed from
         self._rollup_due = True
         self._rollup_after = 0.0
         self._next_housekeeping: datetime | None = None
@@ -180,6 +181,8 @@ class Reconciler:
 
     async def _compile_and_publish(self, now: datetime) -> None:
         self._policy_dirty = False
+        self._compiled = {(kind, key): seen.fingerprint
+                          for kind in POLICY_KINDS for key, seen in self.world.objects[kind].items()}
         objects = [obj for kind in POLICY_KINDS for obj in self.world.valid(kind).values()]
         keys = [entry for entry in self.world.keys.values() if isinstance(entry, KeyEntry)]
         result = compile_policies(objects, keys)
@@ -221,6 +224,7 @@ class Reconciler:
         mono = monotonic()
         due = {ref for ref in self._dirty if self._hold.get(ref, 0.0) <= mono or self._urgent(ref)}
         due |= {(BUDGET, key) for key, at in self._recheck.items() if at <= now}
+        due = {ref for ref in due if self._compiled_as_seen(ref)}
         self._dirty -= due
         if any(kind == COST_CENTER for kind, _ in due):
             self._rollup_due = True
@@ -237,6 +241,12 @@ class Reconciler:
                 logger.exception("status of %s %s not refreshed; retrying", *ref)
                 self._dirty.add(ref)
                 self._hold[ref] = monotonic() + self.config.retry_delay
+
+    def _compiled_as_seen(self, ref: ObjectRef) -> bool:
+        """Whether the last compile saw this object as it is now (else its errors may be stale and
+        it waits for the next compile; a deleted object passes and is dropped by its refresher)."""
+        seen = self.world.get(*ref)
+        return seen is None or self._compiled.get(ref) == seen.fingerprint
 
     def _urgent(self, ref: ObjectRef) -> bool:
         """A spec change is shown at once (observedGeneration), spend changes wait for their turn."""
@@ -291,6 +301,9 @@ class Reconciler:
         errors = {name: self._errors.get((COST_CENTER, None, name), []) for name in valid}
         statuses = cost_center_statuses(valid, self._budget_summaries(), errors, previous, now)
         for key, seen in cost_centers.items():
+            if not self._compiled_as_seen((COST_CENTER, key)):
+                self._rollup_due = True
+                continue
             status = statuses.get(key) or _invalid(previous[key], seen, now)
             events = ready_events(previous[key].conditions, status.conditions)
             await self._guarded((COST_CENTER, key), self._write_status(seen, previous[key], status, events))
