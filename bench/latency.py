@@ -3,8 +3,8 @@
 The same client measures every target, so its own overhead cancels out in "added latency" (p50
 through a gateway minus p50 straight to the mock). Each round gives every target a block of
 requests, in an order rotated round by round, so slow drift of the machine (frequency, other load)
-lands on all targets alike. Blocking sockets and httptools' C parser keep the client's cost small
-and steady.
+lands on all targets alike. While one target is measured, the other servers are frozen (SIGSTOP).
+Blocking sockets and httptools' C parser keep the client's cost small and steady.
 
     python bench/latency.py --spec spec.json      # prints JSON: samples per target, in microseconds
 """
@@ -12,7 +12,10 @@ and steady.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import socket
 import sys
 import time
@@ -32,6 +35,7 @@ class Target:
     port: int
     headers: dict[str, str]
     path: str = "/v1/messages?beta=true"
+    pgid: int | None = None  # the server's process group: frozen (SIGSTOP) while other targets are measured
 
 
 @dataclass
@@ -146,17 +150,34 @@ def measure(targets: list[Target], body: bytes, rounds: int, block: int, settle:
     connections = [Connection(target, timeout) for target in targets]
     payloads = [request_bytes(target, body) for target in targets]
     results = {target.name: Samples() for target in targets}
-    for round_number in range(rounds):
-        for offset in range(len(targets)):
-            index = (round_number + offset) % len(targets)
-            time.sleep(pause_s)
-            for _ in range(settle):
-                exchange(connections[index], payloads[index], None)
-            for _ in range(block):
-                exchange(connections[index], payloads[index], results[targets[index].name])
-    for connection in connections:
-        connection.close()
+    try:
+        for round_number in range(rounds):
+            for offset in range(len(targets)):
+                index = (round_number + offset) % len(targets)
+                only_running(targets, targets[index])
+                time.sleep(pause_s)
+                for _ in range(settle):
+                    exchange(connections[index], payloads[index], None)
+                for _ in range(block):
+                    exchange(connections[index], payloads[index], results[targets[index].name])
+    finally:
+        only_running(targets, None)
+        for connection in connections:
+            connection.close()
     return results
+
+
+def only_running(targets: list[Target], current: Target | None) -> None:
+    """Freeze every other target's server so that its timers and background work cannot disturb the
+    one being measured; with `current` None, thaw them all."""
+    for target in targets:
+        if target.pgid is None or target.pgid == (current.pgid if current else None):
+            continue
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(target.pgid, signal.SIGSTOP if current is not None else signal.SIGCONT)
+    if current is not None and current.pgid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(current.pgid, signal.SIGCONT)
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from typing import Any
+
+from machine import QUIET_PERCENT
 
 
 @dataclass
 class WrkResult:
     rps: float
     requests: int
+    duration_s: float
     errors: int
     error_detail: str
     p50_ms: float
     p99_ms: float
     busy_percent: dict[str, float] = field(default_factory=dict)
+    foreign_percent: float = 0.0
+    round_rps: list[float] = field(default_factory=list)
+
+
+def combine(runs: list[WrkResult]) -> WrkResult:
+    """Several wrk rounds as one figure: total requests over total time; latency and load as medians/means."""
+    duration = sum(run.duration_s for run in runs)
+    cores = sorted({core for run in runs for core in run.busy_percent})
+    return WrkResult(
+        rps=sum(run.requests for run in runs) / duration, requests=sum(run.requests for run in runs),
+        duration_s=duration, errors=sum(run.errors for run in runs),
+        error_detail="; ".join(run.error_detail for run in runs if run.error_detail),
+        p50_ms=statistics.median(run.p50_ms for run in runs), p99_ms=statistics.median(run.p99_ms for run in runs),
+        busy_percent={core: statistics.fmean(run.busy_percent.get(core, 0.0) for run in runs) for core in cores},
+        foreign_percent=max(run.foreign_percent for run in runs), round_rps=[run.rps for run in runs])
 
 
 @dataclass
@@ -162,8 +181,9 @@ def targets_table(inputs: Inputs) -> list[str]:
 
 def details(inputs: Inputs) -> list[str]:
     lines = ["| target | p50 / p99, 2 KB (1 conn) | p50 / p99, 400 KB (1 conn) | samples | wrk p50 / p99 non-stream "
-             "(16 conns) | wrk p50 / p99 stream | core 0 / core 1 busy during wrk, non-stream; stream | errors |",
-             "|---|---|---|---|---|---|---|---|"]
+             "(16 conns) | wrk p50 / p99 stream | RPS per round, non-stream; stream | core 0 / core 1 busy during wrk, "
+             "non-stream; stream | other processes, % of a core: wrk; latency | errors |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     direct_row = RowView("direct", "mock upstream, direct", latency=inputs.direct, rps=inputs.ceiling.rps)
     for row in [*inputs.rows, direct_row]:
         if row.failure and not row.rps:
@@ -173,9 +193,26 @@ def details(inputs: Inputs) -> list[str]:
         samples = "/".join(str(row.latency.get(size, {}).get("n", 0)) for size in ("small", "large"))
         wrk = [_pair(row.rps[m].p50_ms, row.rps[m].p99_ms) if m in row.rps else "—" for m in ("non-stream", "stream")]
         busy = "; ".join(_busy(row.rps[m]) for m in ("non-stream", "stream") if m in row.rps) or "—"
-        lines.append(f"| {row.label} | {latency[0]} | {latency[1]} | {samples} | {wrk[0]} | {wrk[1]} | {busy} | "
-                     f"{_error_detail(row)} |")
+        rounds = "; ".join(", ".join(f"{rps:,.0f}" for rps in row.rps[m].round_rps)
+                           for m in ("non-stream", "stream") if m in row.rps) or "—"
+        lines.append(f"| {row.label} | {latency[0]} | {latency[1]} | {samples} | {wrk[0]} | {wrk[1]} | {rounds} | "
+                     f"{busy} | {_foreign(row)} | {_error_detail(row)} |")
     return lines
+
+
+def _foreign(row: RowView) -> str:
+    wrk = max((result.foreign_percent for result in row.rps.values()), default=None)
+    latency = [summary.get("foreign_percent") for summary in row.latency.values()]
+    parts = ["—" if wrk is None else f"{wrk:.0f}",
+             ", ".join(f"{value:.0f}" for value in latency if value is not None) or "—"]
+    return "; ".join(parts)
+
+
+def max_foreign(inputs: Inputs) -> float:
+    """The most CPU other processes took during any kept measurement, in percent of one core."""
+    values = [result.foreign_percent for row in [*inputs.rows, inputs.ceiling] for result in row.rps.values()]
+    values += [float(summary.get("foreign_percent", 0.0)) for summary in inputs.direct.values()]
+    return max(values, default=0.0)
 
 
 def _busy(result: WrkResult) -> str:
@@ -213,13 +250,20 @@ NOTES = [
     "interleaved rounds: each round gives every target a block of requests, the order rotated round by round, "
     "each block after a 50 ms pause and 5 unrecorded requests (so that work a gateway does after answering, "
     "e.g. LiteLLM's background logging, is not charged to the next target); non-streaming requests.",
-    "RPS: wrk -t1 -c16 on core 1 after a 2 s warm-up, POST of the 2 KB body (with `\"stream\": true` for the "
-    "stream column); the gateway alone on core 0, the other gateways idle.",
+    "RPS: wrk -t1 -c16 on core 1, POST of the 2 KB body (with `\"stream\": true` for the stream column), after "
+    "a 2 s warm-up, in interleaved rounds (all gateways and the direct ceiling, order rotated each round); the "
+    "figure is all rounds' requests over their total time; the gateway alone on core 0. Whenever one gateway "
+    "is started or measured (throughput and latency alike), the others are frozen with SIGSTOP, so their "
+    "timers and background work stay off its core.",
     "The mock writes each SSE event separately (17 events), as a real upstream does, so the stream column is "
     "partly bound by the mock and wrk sharing core 1 (see the direct row's ceiling and core 1's load in the "
     "details): compare stream figures as ratios only; near the ceiling they understate a gateway's own cost.",
     "RSS: VmRSS of the gateway process and its children, after all the load. Ready: from spawn to the first 200 "
-    "on POST /v1/messages through the gateway (polled every 5 ms).",
+    "on POST /v1/messages through the gateway (polled every 5 ms), on the second start (the first warms the page "
+    "cache and writes byte code to the bench's PYTHONPYCACHEPREFIX), as a restarted pod would.",
+    "Other load: the CPU time of every process outside the benchmark's tree (kernel threads aside) is read "
+    "around each measurement; a wrk run during which others took 10% of a core or more is repeated (up to "
+    "twice) after the machine has been quiet for a second; the latency phases start on a quiet machine.",
     "The mock reports small token counts so that the example budgets (alice-daily, $40) stay below their "
     "thresholds for the whole run; the pricing and ledger work per request is the same as for large counts.",
 ]
@@ -237,6 +281,10 @@ def render(inputs: Inputs) -> str:
         problems = [f"{', '.join(failed)} had errors or failed mid-run"] if failed else []
         problems += [f"{', '.join(missing)} not measured"] if missing else []
         lines += [f"**Not a complete result: {'; '.join(problems)} (see the table).**", ""]
+    disturbed = max_foreign(inputs)
+    if disturbed >= QUIET_PERCENT:
+        lines += [f"**Other processes on the machine used up to {disturbed:.0f}% of a core during a measurement "
+                  "(after retries): the figures are disturbed, compare them with care (details below).**", ""]
     lines += main_table(inputs)
     lines += ["", "## Targets (ratios from this run)", ""]
     lines += targets_table(inputs)
@@ -247,6 +295,7 @@ def render(inputs: Inputs) -> str:
     lines += ["", "## How it was measured", ""]
     lines += [f"- {note}" for note in NOTES]
     settings = inputs.settings
-    lines += [f"- Settings: wrk {settings['seconds']:g} s per figure; latency {settings['rounds']} rounds of "
-              f"{settings['small_block']} (2 KB) and {settings['large_block']} (400 KB) requests per target.", ""]
+    lines += [f"- Settings: wrk {settings['seconds']:g} s per figure in {settings['rps_rounds']} rounds; latency "
+              f"{settings['rounds']} rounds of {settings['small_block']} (2 KB) and {settings['large_block']} "
+              "(400 KB) requests per target.", ""]
     return "\n".join(lines)

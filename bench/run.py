@@ -13,6 +13,7 @@ Run it with bench/run.sh, which installs wrk and LiteLLM first.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 
 import bodies  # noqa: E402
+import machine  # noqa: E402
 import report  # noqa: E402
 from latency import Connection, Target, percentile, request_bytes  # noqa: E402
 from litellm_config import QUIET_UVICORN_LOGGING, litellm_config  # noqa: E402
-from report import RowView, WrkResult  # noqa: E402
+from report import RowView, WrkResult, combine  # noqa: E402
 
 REPO = BENCH_DIR.parent
 GATEWAY_CPU = "0"
@@ -51,6 +53,10 @@ CLIENT_HEADERS = {"anthropic-version": "2023-06-01", "user-agent": "claude-cli/2
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SPENDGATE_BENCH_CACHE", Path.home() / ".cache" / "spendgate" / "bench"))
 
 
 def free_port() -> int:
@@ -79,9 +85,11 @@ class Service:
     log_path: Path | None = None
 
     def start(self, workdir: Path) -> float:
-        """Spawn; return the monotonic spawn time."""
+        """Spawn; return the monotonic spawn time. Byte code is cached under the bench cache directory
+        (PYTHONPYCACHEPREFIX), never in the source tree, and used from the second start on."""
         self.log_path = workdir / f"{self.name}.log"
-        env = {key: value for key, value in {**os.environ, **self.env}.items() if key not in self.unset_env}
+        env = {**os.environ, "PYTHONPYCACHEPREFIX": str(cache_dir() / "pycache"), **self.env}
+        env = {key: value for key, value in env.items() if key not in (*self.unset_env, "PYTHONDONTWRITEBYTECODE")}
         with self.log_path.open("wb") as output:
             spawned = time.monotonic()
             self.process = subprocess.Popen(["taskset", "-c", self.cpu, *self.argv], stdout=output,
@@ -96,13 +104,20 @@ class Service:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def signal_group(self, number: signal.Signals) -> None:
+        """Signal the process group we created (the server and its workers)."""
+        if self.process is not None and self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, number)
+
     def stop(self) -> None:
-        """SIGTERM to the process group we created (the server and its workers), then SIGKILL."""
+        """SIGTERM (and SIGCONT, in case it is frozen) to our process group, then SIGKILL."""
         if self.process is None or self.process.poll() is not None:
             return
         for sig, grace in ((signal.SIGTERM, 8.0), (signal.SIGKILL, 3.0)):
             try:
                 os.killpg(self.process.pid, sig)
+                os.killpg(self.process.pid, signal.SIGCONT)
             except ProcessLookupError:
                 return
             try:
@@ -111,9 +126,23 @@ class Service:
             except subprocess.TimeoutExpired:
                 continue
 
-    def target(self, name: str | None = None) -> Target:
+    def target(self, name: str | None = None, freezable: bool = False) -> Target:
+        pgid = self.process.pid if freezable and self.process is not None else None
         return Target(name=name or self.name, host=HOST, port=self.port,
-                      headers={**CLIENT_HEADERS, "x-api-key": self.api_key})
+                      headers={**CLIENT_HEADERS, "x-api-key": self.api_key}, pgid=pgid)
+
+
+@contextlib.contextmanager
+def frozen(services: list[Service]) -> Iterator[None]:
+    """The other gateways stopped (SIGSTOP) while one is started and loaded, so that their timers and
+    background work stay off its core; resumed afterwards."""
+    for service in services:
+        service.signal_group(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for service in services:
+            service.signal_group(signal.SIGCONT)
 
 
 def process_tree_rss_bytes(pid: int) -> int:
@@ -199,9 +228,9 @@ def run_wrk(target: Target, body_file: Path, seconds: float, connections: int = 
            "BENCH_PATH": target.path}
     argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
             "-s", str(BENCH_DIR / "post.lua"), f"http://{target.host}:{target.port}"]
-    before = cpu_times()
+    before, others_before = cpu_times(), machine.snapshot()
     completed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    busy = cpu_busy_percent(before, cpu_times())
+    busy, others = cpu_busy_percent(before, cpu_times()), machine.foreign_percent(others_before, machine.snapshot())
     match = re.search(r"^BENCH_RESULT (.*)$", completed.stdout, flags=re.MULTILINE)
     if completed.returncode != 0 or match is None:
         raise RuntimeError(f"wrk failed ({completed.returncode}): {completed.stderr[-300:]}{completed.stdout[-300:]}")
@@ -210,8 +239,9 @@ def run_wrk(target: Target, body_file: Path, seconds: float, connections: int = 
     errors = sum(values[kind] for kind in error_kinds)
     detail = ", ".join(f"{values[kind]} {kind}" for kind in error_kinds if values[kind])
     return WrkResult(rps=values["requests"] / (values["duration_us"] / 1e6), requests=values["requests"],
+                     duration_s=values["duration_us"] / 1e6,
                      errors=errors, error_detail=detail, p50_ms=values["p50_us"] / 1000,
-                     p99_ms=values["p99_us"] / 1000, busy_percent=busy)
+                     p99_ms=values["p99_us"] / 1000, busy_percent=busy, foreign_percent=others)
 
 
 def cpu_times() -> dict[str, tuple[int, int]]:
@@ -306,9 +336,7 @@ def spendgate_feature_flags(help_text: str, workdir: Path) -> list[str]:
 
 
 def litellm_venv() -> Path:
-    version = os.environ.get("LITELLM_VERSION", "1.100.5")
-    cache = Path(os.environ.get("SPENDGATE_BENCH_CACHE", Path.home() / ".cache" / "spendgate" / "bench"))
-    return cache / f"litellm-{version}"
+    return cache_dir() / f"litellm-{os.environ.get('LITELLM_VERSION', '1.100.5')}"
 
 
 def litellm_service(workdir: Path, upstream: str, port: int) -> Service:
@@ -342,6 +370,7 @@ GATEWAYS = [
 @dataclass
 class Settings:
     seconds: float
+    rps_rounds: int
     warmup_seconds: float
     rounds: int
     small_block: int
@@ -355,10 +384,14 @@ class Row:
     label: str
     failure: str | None = None
     ready_s: float | None = None
-    rps: dict[str, WrkResult] = field(default_factory=dict)
+    rps_runs: dict[str, list[WrkResult]] = field(default_factory=dict)
     latency: dict[str, dict[str, Any]] = field(default_factory=dict)
     rss_bytes: int | None = None
     service: Service | None = None
+    target: Target | None = None
+
+    def live(self) -> bool:
+        return self.failure is None and self.target is not None
 
 
 def write_bodies(workdir: Path) -> dict[str, Path]:
@@ -380,17 +413,44 @@ def start_mock(workdir: Path) -> Service:
     return mock
 
 
-def throughput(row: Row, target: Target, body_files: dict[str, Path], settings: Settings) -> None:
-    if settings.warmup_seconds > 0:
-        run_wrk(target, body_files["small"], settings.warmup_seconds)
-    for mode, body in (("non-stream", "small"), ("stream", "small-stream")):
-        log(f"{row.name}: wrk {mode}, 16 connections, {settings.seconds:g} s")
-        row.rps[mode] = run_wrk(target, body_files[body], settings.seconds)
-        result = row.rps[mode]
-        log(f"{row.name}: {mode} {result.rps:,.0f} RPS, {result.errors} errors")
+def warm_up(row: Row, body_files: dict[str, Path], settings: Settings) -> None:
+    if settings.warmup_seconds > 0 and row.target is not None:
+        run_wrk(row.target, body_files["small"], settings.warmup_seconds)
+
+
+def measure_throughput(rows: list[Row], body_files: dict[str, Path], settings: Settings) -> None:
+    """wrk rounds over all rows, the order rotated round by round; the other gateways frozen meanwhile."""
+    seconds = settings.seconds / settings.rps_rounds
+    for round_number in range(settings.rps_rounds):
+        for offset in range(len(rows)):
+            row = rows[(round_number + offset) % len(rows)]
+            if not row.live() or row.target is None:
+                continue
+            others = [other.service for other in rows if other is not row and other.service is not None]
+            with frozen(others):
+                for mode, body in (("non-stream", "small"), ("stream", "small-stream")):
+                    result = run_wrk_undisturbed(row.target, body_files[body], seconds)
+                    row.rps_runs.setdefault(mode, []).append(result)
+                    log(f"round {round_number + 1}/{settings.rps_rounds}, {row.name}, {mode}: "
+                        f"{result.rps:,.0f} RPS, {result.errors} errors, other processes "
+                        f"{result.foreign_percent:.0f}% of a core")
+
+
+def run_wrk_undisturbed(target: Target, body_file: Path, seconds: float, retries: int = 2) -> WrkResult:
+    """wrk, again (after waiting for quiet) when other processes took more than a little CPU meanwhile."""
+    result = run_wrk(target, body_file, seconds)
+    for _ in range(retries):
+        if result.foreign_percent < machine.QUIET_PERCENT or not machine.budget_left():
+            break
+        log(f"other processes used {result.foreign_percent:.0f}% of a core during the run: waiting for quiet, "
+            "then measuring again")
+        machine.wait_quiet()
+        result = run_wrk(target, body_file, seconds)
+    return result
 
 
 def bring_up(gateway: Gateway, workdir: Path, upstream: str, body_files: dict[str, Path], settings: Settings) -> Row:
+    """Spawn, time until ready, check the answers, warm up; a failure is recorded in the row."""
     row = Row(gateway.name, gateway.label)
     try:
         service = gateway.prepare(workdir, upstream, free_port())
@@ -398,13 +458,19 @@ def bring_up(gateway: Gateway, workdir: Path, upstream: str, body_files: dict[st
         row.failure = str(error)
         return row
     row.service = service
-    log(f"{gateway.name}: starting on core {GATEWAY_CPU}")
-    spawned = service.start(workdir)
+    log(f"{gateway.name}: starting on core {GATEWAY_CPU} (a first start to warm the caches, then the timed one)")
     try:
-        row.ready_s = wait_ready(service, spawned, bodies.small_body(), gateway.ready_limit_s)
+        for attempt in ("priming", "timed"):
+            if attempt == "timed":
+                machine.wait_quiet(limit_s=30.0)
+            spawned = service.start(workdir)
+            row.ready_s = wait_ready(service, spawned, bodies.small_body(), gateway.ready_limit_s)
+            if attempt == "priming":
+                service.stop()
         log(f"{gateway.name}: ready in {row.ready_s:.2f} s")
         check_responses(service.target())
-        throughput(row, service.target(), body_files, settings)
+        row.target = service.target()
+        warm_up(row, body_files, settings)
     except RuntimeError as error:
         row.failure = f"{error}; log: {service.log_tail(8)}"
         log(f"{gateway.name}: FAILED: {row.failure}")
@@ -416,22 +482,27 @@ def bring_up(gateway: Gateway, workdir: Path, upstream: str, body_files: dict[st
 def measure_latency(rows: list[Row], mock: Service, body_files: dict[str, Path], settings: Settings,
                     workdir: Path) -> dict[str, dict[str, Any]]:
     """Interleaved latency for every running gateway plus the mock directly; returns the direct figures."""
-    live = [row for row in rows if row.service is not None and row.failure is None]
-    targets = [mock.target("direct"), *[row.service.target() for row in live if row.service]]
+    live = [row for row in rows if row.live() and row.service is not None]
+    targets = [mock.target("direct"), *[row.service.target(freezable=True) for row in live if row.service]]
     direct: dict[str, dict[str, Any]] = {}
     for size, block in (("small", settings.small_block), ("large", settings.large_block)):
         log(f"latency, {size} body: {settings.rounds} rounds of {block} requests per target, "
             f"{len(targets)} targets, 1 connection each")
+        machine.wait_quiet()
+        before = machine.snapshot()
         samples = run_latency(targets, body_files[size], settings.rounds, block, workdir, size)
-        direct[size] = latency_summary(samples["direct"])
+        others = machine.foreign_percent(before, machine.snapshot())
+        log(f"latency, {size} body: other processes used {others:.0f}% of a core meanwhile")
+        direct[size] = {**latency_summary(samples["direct"]), "foreign_percent": others}
         for row in live:
-            row.latency[size] = latency_summary(samples[row.name])
+            row.latency[size] = {**latency_summary(samples[row.name]), "foreign_percent": others}
     return direct
 
 
 def row_view(row: Row) -> RowView:
-    return RowView(name=row.name, label=row.label, failure=row.failure, ready_s=row.ready_s, rps=row.rps,
-                   latency=row.latency, rss_bytes=row.rss_bytes)
+    return RowView(name=row.name, label=row.label, failure=row.failure, ready_s=row.ready_s,
+                   rps={mode: combine(runs) for mode, runs in row.rps_runs.items()}, latency=row.latency,
+                   rss_bytes=row.rss_bytes)
 
 
 def run_compile_benchmark() -> dict[str, Any]:
@@ -461,11 +532,17 @@ def run(settings: Settings) -> str:
     try:
         upstream = f"http://{HOST}:{mock.port}"
         log(f"mock upstream on core {LOAD_CPU} at {upstream}; working directory {workdir}")
-        ceiling = Row("mock", "mock upstream, direct (wrk and mock share core 1: the ceiling)")
-        throughput(ceiling, mock.target("direct"), body_files, settings)
+        load = machine.wait_quiet()
+        log(f"other processes use {load:.0f}% of a core" + (" (busy machine: waited 60 s for quiet)"
+                                                            if load >= machine.QUIET_PERCENT else ""))
+        ceiling = Row("mock", "mock upstream, direct (wrk and mock share core 1: the ceiling)",
+                      target=mock.target("direct"))
+        warm_up(ceiling, body_files, settings)
         for gateway in GATEWAYS:
             if not settings.only or gateway.name in settings.only:
-                rows.append(bring_up(gateway, workdir, upstream, body_files, settings))
+                with frozen([row.service for row in rows if row.service is not None]):
+                    rows.append(bring_up(gateway, workdir, upstream, body_files, settings))
+        measure_throughput([ceiling, *rows], body_files, settings)
         direct = measure_latency(rows, mock, body_files, settings, workdir)
         for row in rows:
             if row.service is not None and row.service.process is not None and row.service.alive():
@@ -487,6 +564,7 @@ def run(settings: Settings) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="wrk duration per throughput figure")
+    parser.add_argument("--rps-rounds", type=int, default=2, help="interleaved rounds the wrk seconds are split into")
     parser.add_argument("--warmup-seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=10, help="interleaved latency rounds")
     parser.add_argument("--small-block", type=int, default=200, help="latency requests per target per round, 2 KB")
@@ -496,7 +574,8 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: run bench/run.sh (or bench/install.sh)")
-    settings = Settings(args.seconds, args.warmup_seconds, args.rounds, args.small_block, args.large_block, args.only)
+    settings = Settings(args.seconds, args.rps_rounds, args.warmup_seconds, args.rounds, args.small_block,
+                        args.large_block, args.only)
     markdown = run(settings)
     out = args.out or BENCH_DIR / "results" / f"{datetime.date.today().isoformat()}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
