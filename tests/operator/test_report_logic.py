@@ -1,0 +1,85 @@
+"""The spend index (operator side) and the report state (proxy side) of the report protocol."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from spendgate.api.v1alpha1 import SpendEntry, SpendReportSpec
+from spendgate.operator.reporter import ReportState
+from spendgate.operator.spendindex import SpendIndex
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+def report(proxy: str, sequence: int, *entries: tuple[str, str, str], at: str | None = None) -> SpendReportSpec:
+    return SpendReportSpec(proxy=proxy, sequence=sequence, reportedAt=at,
+                           entries=[SpendEntry(budget=b, window=w, spentUSD=s) for b, w, s in entries])
+
+
+def test_put_reports_which_budgets_changed() -> None:
+    index = SpendIndex()
+
+    assert index.put("ns/a", report("a", 1, ("t/x", "w1", "1"), ("t/y", "w1", "2"))) == {"t/x", "t/y"}
+    assert index.put("ns/a", report("a", 2, ("t/x", "w1", "1"), ("t/y", "w1", "3"))) == {"t/y"}
+    assert index.put("ns/a", report("a", 3, ("t/x", "w1", "1"))) == {"t/y"}
+    assert index.remove("ns/a") == {"t/x"}
+    assert index.fold("t/x", "w1").spent == 0
+
+
+def test_fold_sums_proxies_per_window_and_knows_the_last_report() -> None:
+    index = SpendIndex()
+    index.put("ns/a", report("a", 1, ("t/x", "w1", "1.5"), ("t/x", "w0", "7"), at="2026-11-24T10:00:00Z"))
+    index.put("ns/b", report("b", 4, ("t/x", "w1", "0.25"), at="2026-11-24T11:00:00Z"))
+
+    folded = index.fold("t/x", "w1")
+
+    assert (folded.spent, folded.proxies) == (Decimal("1.75"), 2)
+    assert index.windows("t/x") == {"w0", "w1"}
+    assert index.last_report("t/x", "w1") == "2026-11-24T11:00:00Z"
+    assert index.last_report("t/x", "w9") is None
+
+
+def test_a_superseded_copy_of_a_proxys_report_stops_counting() -> None:
+    index = SpendIndex()
+    index.put("old-ns/a", report("a", 5, ("t/x", "w1", "3")))
+
+    changed = index.put("new-ns/a", report("a", 6, ("t/y", "w1", "1")))
+
+    assert changed == {"t/x", "t/y"}
+    assert (index.fold("t/x", "w1").spent, index.fold("t/y", "w1").spent) == (0, 1)
+
+
+def test_report_state_accumulates_and_numbers_its_reports() -> None:
+    state = ReportState("proxy-a")
+    state.add("t/x", "w1", Decimal("0.1"))
+    state.add("t/x", "w1", Decimal("0.2"), requests=2)
+
+    first = state.next_report(NOW)
+    state.accepted(first)
+
+    assert [(e.spentUSD, e.requests) for e in first.entries] == [("0.3", 3)]
+    assert (first.sequence, first.reportedAt, state.changed) == (1, "2026-11-24T12:00:00Z", False)
+
+
+def test_resuming_keeps_the_larger_total_per_entry_and_the_stored_sequence() -> None:
+    state = ReportState("proxy-a")
+    state.add("t/x", "w1", Decimal("4"))  # replayed from the journal, not reported yet
+    state.add("t/y", "w1", Decimal("1"))
+
+    state.resume(report("proxy-a", 7, ("t/x", "w1", "2.5"), ("t/y", "w1", "3")))
+
+    assert [(e.budget, e.spentUSD) for e in state.next_report(NOW).entries] == [("t/x", "4"), ("t/y", "3")]
+    assert (state.sequence, state.exists, state.changed) == (7, True, True)
+
+
+def test_forgetting_ended_windows_shrinks_the_report() -> None:
+    state = ReportState("proxy-a")
+    state.add("t/x", "w0", Decimal(1))
+    state.add("t/x", "w1", Decimal(1))
+    state.accepted(state.next_report(NOW))
+
+    state.forget(lambda charge: charge[1] == "w0")
+
+    assert [e.window for e in state.next_report(NOW).entries] == ["w1"]
+    assert state.changed
