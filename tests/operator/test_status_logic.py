@@ -138,18 +138,22 @@ def cost_center(name: str, parent: str | None = None) -> api.CostCenter:
                                           "spec": {"code": name.upper(), "parent": parent}})
 
 
-def test_cost_centers_roll_up_their_own_team_budgets_and_their_children() -> None:
+def test_cost_centers_roll_up_their_team_budgets_or_else_their_children() -> None:
     centers = {c.metadata.name: c for c in (cost_center("eng"), cost_center("platform", "eng"),
-                                            cost_center("data", "eng"))}
-    budgets = [BudgetSummary("platform", True, Decimal("10.5")), BudgetSummary("platform", False, Decimal(99)),
-               BudgetSummary("data", True, Decimal("2")), BudgetSummary("eng", True, None)]
+                                            cost_center("data", "eng"), cost_center("infra"),
+                                            cost_center("network", "infra"), cost_center("storage", "infra"))}
+    budgets = [BudgetSummary("eng", True, Decimal("30")), BudgetSummary("eng", True, Decimal("4")),
+               BudgetSummary("platform", True, Decimal("10.5")), BudgetSummary("platform", False, Decimal(99)),
+               BudgetSummary("network", True, Decimal("2")), BudgetSummary("storage", True, Decimal("0.25")),
+               BudgetSummary("data", True, None)]
 
     statuses = cost_center_statuses(centers, budgets, {}, {}, NOW)
 
     assert (statuses["eng"].spentUSD, statuses["eng"].budgets, statuses["eng"].children) == (
-        "12.5", 4, ["data", "platform"])
+        "30", 5, ["data", "platform"])  # its monthly budget already counts platform's and data's requests
     assert (statuses["platform"].spentUSD, statuses["platform"].budgets) == ("10.5", 2)
-    assert statuses["eng"].conditions[0].message == "4 budgets, 2 child cost centers"
+    assert (statuses["infra"].spentUSD, statuses["data"].spentUSD) == ("2.25", "0")  # no team budget: the children
+    assert statuses["eng"].conditions[0].message == "5 budgets, 2 child cost centers"
 
 
 def test_a_cost_center_cycle_is_not_ready_and_does_not_recurse_forever() -> None:

@@ -1,9 +1,11 @@
 """CostCenter and RoutingPolicy status, pure.
 
-A CostCenter's `spentUSD` is the current-window spend of its own CostCenter-scoped budgets plus
-its children's `spentUSD`. Developer, repository and virtual-key budgets are views inside a cost
-center (their spend is also in the team's budget, and they overlap one another), so they count
-towards `budgets` but not towards `spentUSD`.
+A request counts against the CostCenter-scoped budgets of its cost center and of every ancestor
+(docs/bundle.md), so a cost center's own CostCenter-scoped budget already sees its children's
+spend. A CostCenter's `spentUSD` is therefore the largest current-window spend among its own
+CostCenter-scoped budgets (they all count the same traffic; the largest is the longest window),
+and only a cost center without one adds up its children's `spentUSD`. Developer, repository and
+virtual-key budgets are views inside a cost center; they count towards `budgets`, not `spentUSD`.
 """
 
 from __future__ import annotations
@@ -44,8 +46,9 @@ def cost_center_statuses(
             below = [total(child, path | {name}) for child in children[name] if child not in path]
             mine = own_budgets[name]
             count = len(mine) + sum(count for count, _ in below)
-            spent = sum((b.spent or Decimal(0) for b in mine if b.whole_cost_center), Decimal(0))
-            totals[name] = (count, spent + sum((amount for _, amount in below), Decimal(0)))
+            team_budgets = [b.spent or Decimal(0) for b in mine if b.whole_cost_center]
+            spent = max(team_budgets) if team_budgets else sum((amount for _, amount in below), Decimal(0))
+            totals[name] = (count, spent)
         return totals[name]
 
     statuses = {}

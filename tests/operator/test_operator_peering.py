@@ -1,0 +1,50 @@
+"""HA through kopf's peering: the standby stays quiet, and takes over when the leader stops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from operator_harness import Api, OperatorThread, budget, cost_center, eventually, manifests
+
+from cluster.controlplane import ControlPlane
+
+pytestmark = pytest.mark.cluster
+
+PEERING = Path(__file__).resolve().parents[2] / "docs" / "operator-peering.yaml"
+NAME = "spendgate-operator"
+
+
+@pytest.fixture
+def peering(control_plane: ControlPlane, operator_namespace: str, policy_namespace: str) -> str:
+    crd = next(doc for doc in yaml.safe_load_all(PEERING.read_text()) if doc["kind"] == "CustomResourceDefinition")
+    control_plane.apply(yaml.safe_dump(crd))
+    control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=30s")
+    for namespace in (operator_namespace, policy_namespace):
+        control_plane.apply(yaml.safe_dump({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+                                            "metadata": {"name": NAME, "namespace": namespace}}))
+    return NAME
+
+
+def reporters(api: Api, namespace: str, name: str) -> set[str]:
+    events: list[dict[str, Any]] = api.events(namespace, name)
+    return {event["reportingInstance"] for event in events}
+
+
+def test_only_the_leader_works_and_the_standby_takes_over(
+        control_plane: ControlPlane, api: Api, run_id: str, policy_namespace: str, peering: str,
+        start_operator: type[OperatorThread]) -> None:
+    leader = start_operator(identity="leader", peering=peering, priority=2)
+    start_operator(identity="standby", peering=peering, priority=1)
+    cc = f"team-{run_id}"
+    control_plane.apply(manifests(cost_center(cc, run_id), budget("first", policy_namespace, "missing-cost-center")))
+    eventually(lambda: reporters(api, policy_namespace, "first"), what="the leader's Event")
+
+    leader.stop()
+    control_plane.apply(manifests(budget("second", policy_namespace, "missing-cost-center")))
+    eventually(lambda: reporters(api, policy_namespace, "second"), timeout=30, what="the standby's Event")
+
+    assert reporters(api, policy_namespace, "first") == {"leader"}
+    assert reporters(api, policy_namespace, "second") == {"standby"}
