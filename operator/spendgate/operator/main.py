@@ -42,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose)
+    if not args.verbose:  # kopf logs every handled watch event at INFO; status echoes would flood the log
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     config = OperatorConfig(
         namespace=args.namespace,
         policy_namespaces=tuple(args.policy_namespace),

@@ -1,0 +1,84 @@
+"""The operator works with exactly the RBAC of docs/operator-rbac.yaml, and nothing more."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from operator_harness import (
+    Api,
+    FakeProxy,
+    ManualClock,
+    OperatorThread,
+    WebhookReceiver,
+    budget,
+    cost_center,
+    eventually,
+    manifests,
+)
+
+from cluster.controlplane import ControlPlane
+from spendgate.operator import bundlemap
+from spendgate.operator.virtualkeys import LABEL
+
+pytestmark = pytest.mark.cluster
+
+RBAC = Path(__file__).resolve().parents[2] / "docs" / "operator-rbac.yaml"
+CLUSTER_KINDS = ("ClusterRole", "ClusterRoleBinding")
+
+
+def rbac_for(operator_namespace: str, policy_namespace: str, sidecar_namespace: str, run_id: str) -> str:
+    """docs/operator-rbac.yaml for this test's namespaces, cluster-wide names made unique."""
+    names = {"spendgate-system": operator_namespace, "ai-budgets": policy_namespace, "team-a": sidecar_namespace}
+    text = RBAC.read_text()
+    for old, new in names.items():
+        text = text.replace(f"namespace: {old}", f"namespace: {new}")
+    documents = list(yaml.safe_load_all(text))
+    cluster_roles = {d["metadata"]["name"] for d in documents if d["kind"] == "ClusterRole"}
+    for document in documents:
+        if document["kind"] in CLUSTER_KINDS:
+            document["metadata"]["name"] += f"-{run_id}"
+        if document.get("roleRef", {}).get("name") in cluster_roles and document["roleRef"]["kind"] == "ClusterRole":
+            document["roleRef"]["name"] += f"-{run_id}"
+    return yaml.safe_dump_all(documents)
+
+
+def service_account_kubeconfig(control_plane: ControlPlane, namespace: str, path: Path) -> Path:
+    token = control_plane.kubectl("create", "token", "spendgate-operator", "-n", namespace).stdout.strip()
+    kubeconfig: dict[str, Any] = json.loads(control_plane.kubeconfig.read_text())
+    kubeconfig["users"][0]["user"] = {"token": token}
+    path.write_text(json.dumps(kubeconfig))
+    return path
+
+
+def test_the_documented_rbac_is_enough(control_plane: ControlPlane, api: Api, clock: ManualClock, run_id: str,
+                                       operator_namespace: str, policy_namespace: str, receiver: WebhookReceiver,
+                                       tmp_path: Path, start_operator: type[OperatorThread]) -> None:
+    sidecars = f"sg-team-{run_id}"
+    control_plane.kubectl("create", "namespace", sidecars)
+    control_plane.apply(rbac_for(operator_namespace, policy_namespace, sidecars, run_id))
+    kubeconfig = service_account_kubeconfig(control_plane, operator_namespace, tmp_path / "kubeconfig")
+    api.create_secret(operator_namespace, "hook", {"url": receiver.url("/hook")})
+    api.create_secret(operator_namespace, "alice-key", {"key": "sk-sg-a", "developer": "alice",
+                                                        "costCenter": f"team-{run_id}"}, {LABEL: "true"})
+    targets = ({"name": "oncall", "type": "Webhook", "secretRef": {"namespace": operator_namespace, "name": "hook"}},)
+    control_plane.apply(manifests(cost_center(f"team-{run_id}", run_id, targets=targets),
+                                  cost_center(f"orphan-{run_id}", run_id, parent=f"missing-{run_id}"),
+                                  budget("team", policy_namespace, f"team-{run_id}", limit="10.00")))
+
+    start_operator(kubeconfig=kubeconfig, bundle_namespaces=(sidecars,))
+    proxy = FakeProxy(control_plane, operator_namespace, "proxy-a")
+    proxy.spend(f"{policy_namespace}/team", "2026-11-24", "9.00")
+    proxy.report(clock.now())
+
+    eventually(lambda: api.configmap(sidecars, bundlemap.NAME), what="the sidecar namespace's bundle")
+    eventually(lambda: receiver.at("/hook"), what="the alert, through the alert Secret")
+    orphan = eventually(lambda: api.status("CostCenter", f"orphan-{run_id}").get("conditions"), what="CC status")
+    events = eventually(lambda: api.events("default", f"orphan-{run_id}"), what="the CostCenter's Event")
+    bundle = bundlemap.document(api.configmap(operator_namespace, bundlemap.NAME) or {}) or b""
+
+    assert orphan[0]["reason"] == "UnknownParent" and events[0]["reason"] == "UnknownParent"
+    assert b"alice-key" in bundle
