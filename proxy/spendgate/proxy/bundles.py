@@ -104,17 +104,14 @@ class ActiveBundle:
     """A loaded bundle with what the hot path looks up in it, prepared once."""
 
     signed: SignedBundle
+    version: str
     keys: Mapping[str, KeyEntry]  # by SHA-256 hex of the plaintext key
     prices: PriceBook
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
-    @property
-    def version(self) -> str:
-        return self.signed.version
-
 
 def activate(signed: SignedBundle) -> ActiveBundle:
-    return ActiveBundle(signed=signed, keys={key.hash: key for key in signed.bundle.keys},
+    return ActiveBundle(signed=signed, version=signed.version, keys={key.hash: key for key in signed.bundle.keys},
                         prices=PriceBook(signed.bundle.pricing))
 
 

@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from spendgate.proxy.admission import FORWARD, Decision, Endpoint
-from spendgate.proxy.attribution import Attribution
+from spendgate.proxy.attribution import Attribution, Identity
 
 # Flags the proxy adds to the pricing's own (spendgate.pricing); docs/ledger.md lists them all.
 ESTIMATED: Final = "estimated"  # the stream ended before its final usage: output is a floor estimate
@@ -33,7 +33,8 @@ class Exchange:
     endpoint: Endpoint | None = None
     bundle_version: str = ""
     request_id: str = ""
-    attribution: Attribution | None = None
+    identity: Identity | None = None  # from the key, as soon as it is checked
+    attribution: Attribution | None = None  # identity and tags, once the body is read
     requested_model: str | None = None
     forwarded_model: str | None = None
     served_model: str | None = None

@@ -31,7 +31,7 @@ import orjson
 
 from spendgate.proxy.admission import Admission, AdmissionRequest, Endpoint, Reject, Reroute, with_model
 from spendgate.proxy.asgi import RawHeaders, Receive, Scope, Send
-from spendgate.proxy.attribution import TAG_HEADERS, Attribution, attribute, credential, identify
+from spendgate.proxy.attribution import TAG_HEADERS, attribute, credential, identify
 from spendgate.proxy.bundles import ActiveBundle, BundleHolder
 from spendgate.proxy.errors import ProxyError, error_body, new_request_id, sse_error_event
 from spendgate.proxy.exchange import ESTIMATED, NO_USAGE, Exchange, Outcome
@@ -175,7 +175,8 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]], keep_length: bool) -> t
 
 
 def is_event_stream(response: aiohttp.ClientResponse) -> bool:
-    return response.content_type == "text/event-stream"
+    # The raw header, not response.content_type: that one parses the header's parameters every time.
+    return response.headers.get("content-type", "").startswith("text/event-stream")
 
 
 def encoded(headers: Iterable[tuple[str, str]]) -> RawHeaders:
@@ -252,8 +253,7 @@ class Gateway:
             raise ProxyError("not_found_error", f"{exchange.path} is not served: the gateway serves /v1/")
         exchange.endpoint = endpoint
         inbound = read_headers(scope["headers"], identity_encoding=endpoint is Endpoint.MESSAGES)
-        identity = identify(credential(inbound.api_key, inbound.authorization), active.keys)
-        exchange.attribution = Attribution(identity)  # who to record, even if the body turns out bad
+        identity = exchange.identity = identify(credential(inbound.api_key, inbound.authorization), active.keys)
         body = await read_body(receive, declared_length(inbound.content_length), self._limits[endpoint])
         parsed = parse_body(body) if endpoint in PARSED else None
         exchange.attribution = attribute(identity, inbound.tags, user_id_of(parsed) if parsed else None)
@@ -368,7 +368,8 @@ class Gateway:
             headers.append((b"request-id", exchange.request_id.encode()))
         else:
             exchange.request_id = request_id.decode("latin-1")
-        headers.extend(encoded(exchange.decision.headers))
+        if exchange.decision.headers:
+            headers.extend(encoded(exchange.decision.headers))
         exchange.first_byte = perf_counter()
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
 

@@ -4,40 +4,78 @@ Labels are bounded: cost center and developer come from the bundle's keys, the m
 id the price was found under (or `unknown` for ids priced by the fallback), status is an HTTP
 status code. Session ids, request ids, repositories and raw model strings sent by clients never
 become labels; they live in the ledger.
+
+The per-request series are plain counters in memory, turned into Prometheus samples only when
+scraped (a custom collector): a `labels().inc()` costs more than the proxy's whole pricing step,
+and it would happen eight times per request. Money is summed as Decimal and becomes a float only
+in the scraped sample (Prometheus has no other number type); the ledger, not this counter, is what
+reconciles with an invoice. Rare events (bundle loads, sink errors) use ordinary prometheus_client
+metrics.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from spendgate.pricing import Charge, Tokens
+from spendgate.pricing import Charge
 
 # Latency buckets in seconds: the proxy's own share is sub-millisecond, the upstream's is seconds.
 ADDED_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)
 UPSTREAM_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 TOKEN_TYPES: Final = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+SPENDER_LABELS: Final = ["cost_center", "developer", "model"]
 UNKNOWN_MODEL_LABEL: Final = "unknown"
 NO_MODEL_LABEL: Final = "none"
+Spender = tuple[str, str, str]  # cost center, developer, model label
+
+
+class Histogram:
+    """Bucket counts for one label set; `le` semantics, like Prometheus'."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running, buckets = 0, []
+        for bound, count in zip([*map(str, self.bounds), "+Inf"], self.counts, strict=True):
+            running += count
+            buckets.append((bound, float(running)))
+        return buckets
+
+
+class SpenderTotals:
+    __slots__ = ("cost", "requests", "tokens")
+
+    def __init__(self) -> None:
+        self.cost = Decimal(0)
+        self.tokens = [0] * len(TOKEN_TYPES)
+        self.requests: Tally[int] = Tally()  # by HTTP status
 
 
 class ProxyMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, open fds, CPU seconds
-        spender = ["cost_center", "developer", "model"]
-        self.requests = Counter("spendgate_requests", "Requests answered, by HTTP status.",
-                                [*spender, "status"], registry=self.registry)
-        self.cost = Counter("spendgate_cost_usd", "Priced cost in US dollars.", spender, registry=self.registry)
-        self.tokens = Counter("spendgate_tokens", "Billed tokens by type.", [*spender, "type"],
-                              registry=self.registry)
-        self.flags = Counter("spendgate_request_flags", "Requests carrying a ledger flag (estimated, "
-                             "unknown_model, ...).", ["flag"], registry=self.registry)
-        self.upstream_latency = Histogram("spendgate_upstream_latency_seconds", "Upstream time to response.",
-                                          ["endpoint"], buckets=UPSTREAM_BUCKETS, registry=self.registry)
-        self.added_latency = Histogram("spendgate_added_latency_seconds", "The proxy's own share of the time "
-                                       "to first byte.", ["endpoint"], buckets=ADDED_BUCKETS, registry=self.registry)
+        self.spenders: dict[Spender, SpenderTotals] = {}  # bounded like the labels
+        self.flags: Tally[str] = Tally()
+        self.latency: dict[str, tuple[Histogram, Histogram]] = {}  # by endpoint: upstream, added
+        self.registry.register(RequestCollector(self))
         self.spend_sink_errors = Counter("spendgate_spend_sink_errors", "Spend records the spend sink failed on.",
                                          registry=self.registry)
         self.bundle_info = Gauge("spendgate_bundle_info", "The bundle in use (value 1).", ["version"],
@@ -59,27 +97,71 @@ class ProxyMetrics:
         self.bundle_load_errors.inc()
         self.bundle_last_load_ok.set(0)
 
-    def request(self, spender: tuple[str, str, str], status: int) -> None:
-        self.requests.labels(*spender, str(status)).inc()
+    def _totals(self, spender: Spender) -> SpenderTotals:
+        totals = self.spenders.get(spender)
+        if totals is None:
+            totals = self.spenders[spender] = SpenderTotals()
+        return totals
 
-    def charged(self, spender: tuple[str, str, str], charge: Charge) -> None:
-        # The one float in the money path: Prometheus samples are floats. Sums of the ledger's
-        # Decimal costs, not this counter, are what reconciles with an invoice.
-        self.cost.labels(*spender).inc(float(charge.cost))
-        tokens: Tokens = charge.tokens
-        for kind, count in zip(TOKEN_TYPES, (tokens.input, tokens.cache_write_5m, tokens.cache_write_1h,
-                                             tokens.cache_read, tokens.output), strict=True):
-            if count:
-                self.tokens.labels(*spender, kind).inc(count)
-        for flag in charge.flags:
-            self.flags.labels(flag).inc()
+    def request(self, spender: Spender, status: int, charge: Charge | None) -> None:
+        totals = self._totals(spender)
+        totals.requests[status] += 1
+        if charge is None:
+            return
+        totals.cost += charge.cost
+        tokens, counts = charge.tokens, totals.tokens
+        counts[0] += tokens.input
+        counts[1] += tokens.cache_write_5m
+        counts[2] += tokens.cache_write_1h
+        counts[3] += tokens.cache_read
+        counts[4] += tokens.output
+        if charge.flags:
+            self.flags.update(charge.flags)
 
-    def flagged(self, flags: set[str]) -> None:
-        for flag in flags:
-            self.flags.labels(flag).inc()
+    def flagged(self, flags: Iterable[str]) -> None:
+        self.flags.update(flags)
 
-    def latency(self, endpoint: str, upstream: float | None, added: float | None) -> None:
+    def observe_latency(self, endpoint: str, upstream: float | None, added: float | None) -> None:
+        histograms = self.latency.get(endpoint)
+        if histograms is None:
+            histograms = self.latency[endpoint] = (Histogram(UPSTREAM_BUCKETS), Histogram(ADDED_BUCKETS))
         if upstream is not None:
-            self.upstream_latency.labels(endpoint).observe(upstream)
+            histograms[0].observe(upstream)
         if added is not None:
-            self.added_latency.labels(endpoint).observe(added)
+            histograms[1].observe(added)
+
+
+class RequestCollector(Collector):
+    """Turns the in-memory totals into Prometheus samples at scrape time."""
+
+    def __init__(self, metrics: ProxyMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        spenders = list(self._metrics.spenders.items())
+        requests = CounterMetricFamily("spendgate_requests", "Requests answered, by HTTP status.",
+                                       labels=[*SPENDER_LABELS, "status"])
+        cost = CounterMetricFamily("spendgate_cost_usd", "Priced cost in US dollars.", labels=SPENDER_LABELS)
+        tokens = CounterMetricFamily("spendgate_tokens", "Billed tokens by type.", labels=[*SPENDER_LABELS, "type"])
+        for spender, totals in spenders:
+            for status, count in sorted(totals.requests.items()):
+                requests.add_metric([*spender, str(status)], count)
+            cost.add_metric(list(spender), float(totals.cost))
+            for kind, count in zip(TOKEN_TYPES, totals.tokens, strict=True):
+                tokens.add_metric([*spender, kind], count)
+        flags = CounterMetricFamily("spendgate_request_flags", "Requests carrying a ledger flag (estimated, "
+                                    "unknown_model, ...).", labels=["flag"])
+        for flag, count in sorted(self._metrics.flags.items()):
+            flags.add_metric([flag], count)
+        yield from (requests, cost, tokens, flags)
+        yield from self._histograms()
+
+    def _histograms(self) -> Iterator[Metric]:
+        upstream = HistogramMetricFamily("spendgate_upstream_latency_seconds", "Upstream time to response.",
+                                         labels=["endpoint"])
+        added = HistogramMetricFamily("spendgate_added_latency_seconds", "The proxy's own share of the time "
+                                      "to first byte.", labels=["endpoint"])
+        for endpoint, (upstream_histogram, added_histogram) in sorted(self._metrics.latency.items()):
+            upstream.add_metric([endpoint], upstream_histogram.cumulative(), upstream_histogram.total)
+            added.add_metric([endpoint], added_histogram.cumulative(), added_histogram.total)
+        yield from (upstream, added)

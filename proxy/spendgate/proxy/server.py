@@ -22,7 +22,7 @@ from spendgate.proxy.bundles import BundleHolder, BundleSource
 from spendgate.proxy.gateway import Gateway
 from spendgate.proxy.ledger import STDOUT, LedgerWriter
 from spendgate.proxy.metrics import ProxyMetrics
-from spendgate.proxy.settle import NoSpendSink, Settler, SpendSink
+from spendgate.proxy.settle import Settler, SpendSink
 from spendgate.proxy.upstream import Upstream
 
 logger = logging.getLogger("spendgate.proxy")
@@ -58,7 +58,7 @@ class _Server(uvicorn.Server):
 
 def _server(app: Any) -> _Server:
     config = uvicorn.Config(app, http="httptools", lifespan="off", access_log=False, server_header=False,
-                            date_header=False, log_config=None, log_level="warning")
+                            date_header=False, proxy_headers=False, log_config=None, log_level="warning")
     return _Server(config)
 
 
@@ -78,7 +78,7 @@ class Proxy:
         self.ledger = LedgerWriter(settings.ledger, settings.ledger_max_bytes, settings.ledger_backups)
         self.upstream = Upstream(settings.upstream_url, settings.upstream_key, settings.connect_timeout,
                                  settings.read_timeout)
-        settler = Settler(self.ledger, self.metrics, spend_sink or NoSpendSink())
+        settler = Settler(self.ledger, self.metrics, spend_sink)
         gateway = Gateway(self.bundles, self.upstream, admission or ForwardAll(), settler,
                           settings.max_body_bytes, settings.max_passthrough_body_bytes)
         self._servers = [_server(gateway), _server(AdminApp(self.bundles, self.metrics))]

@@ -47,15 +47,9 @@ class SpendSink(Protocol):
         """
 
 
-class NoSpendSink:
-    """The sink until enforcement exists: the ledger and metrics are the only records."""
-
-    def record(self, spend: Spend) -> None:
-        return None
-
-
 class Settler:
-    def __init__(self, ledger: LedgerWriter, metrics: ProxyMetrics, sink: SpendSink) -> None:
+    def __init__(self, ledger: LedgerWriter, metrics: ProxyMetrics, sink: SpendSink | None) -> None:
+        """Without a sink (until enforcement exists) the ledger and metrics are the only records."""
         self._ledger = ledger
         self._metrics = metrics
         self._sink = sink
@@ -66,8 +60,9 @@ class Settler:
         self._ledger.write(record(exchange, charge))
         self._count(exchange, charge, prices)
         decision = exchange.decision
-        if exchange.admitted and exchange.attribution is not None and not isinstance(decision, Reject):
-            self._record_spend(exchange, exchange.attribution, decision, charge)
+        if (self._sink is not None and exchange.admitted and exchange.attribution is not None
+                and not isinstance(decision, Reject)):
+            self._record_spend(self._sink, exchange, exchange.attribution, decision, charge)
         return charge
 
     @staticmethod
@@ -78,22 +73,22 @@ class Settler:
         return prices.charge(model, exchange.usage, exchange.received_at.date(), exchange.refused_before_output)
 
     def _count(self, exchange: Exchange, charge: Charge | None, prices: PriceBook) -> None:
-        identity = exchange.attribution.identity if exchange.attribution else None
+        identity = exchange.identity
         spender = (identity.cost_center if identity else "", identity.developer if identity else "",
                    _model_label(exchange, charge, prices))
-        self._metrics.request(spender, exchange.status)
-        if charge is not None:
-            self._metrics.charged(spender, charge)
-        self._metrics.flagged(exchange.flags)
-        self._metrics.latency(exchange.endpoint or "unrouted", exchange.upstream_seconds, exchange.added_seconds)
+        self._metrics.request(spender, exchange.status, charge)
+        if exchange.flags:
+            self._metrics.flagged(exchange.flags)
+        self._metrics.observe_latency(exchange.endpoint or "unrouted", exchange.upstream_seconds,
+                                      exchange.added_seconds)
 
-    def _record_spend(self, exchange: Exchange, attribution: Attribution, decision: Forward | Reroute,
-                      charge: Charge | None) -> None:
+    def _record_spend(self, sink: SpendSink, exchange: Exchange, attribution: Attribution,
+                      decision: Forward | Reroute, charge: Charge | None) -> None:
         spend = Spend(request_id=exchange.request_id, at=exchange.received_at, attribution=attribution,
                       decision=decision, cost=charge.cost if charge else None,
                       model=charge.model if charge else None, estimated=ESTIMATED in exchange.flags)
         try:
-            self._sink.record(spend)
+            sink.record(spend)
         except Exception:  # a failing sink must not fail the client's answer; it is counted and logged
             self._metrics.spend_sink_errors.inc()
             logger.exception("spend sink failed on request %s", exchange.request_id)
