@@ -51,6 +51,7 @@ from spendgate.operator.world import (
     Change,
     Seen,
     World,
+    object_key,
 )
 from spendgate.policy.bundle import KeyEntry
 from spendgate.policy.compiler import compile_policies
@@ -86,7 +87,8 @@ class Reconciler:
         self._policy_dirty = True
         self._policy_retry_at = 0.0
         self._dirty: set[ObjectRef] = set()
-        self._hold: dict[ObjectRef, float] = {}  # monotonic time before which a write must wait
+        self._hold: dict[ObjectRef, float] = {}  # monotonic time before which a routine write waits
+        self._backoff: dict[ObjectRef, float] = {}  # monotonic time before which a failed write is not retried
         self._recheck: dict[str, datetime] = {}  # budget key -> when time alone changes its status
         self._errors: dict[ErrorKey, list[PolicyError]] = {}
         self._compiled: dict[ObjectRef, str] = {}  # the fingerprints the errors above were computed from
@@ -100,7 +102,7 @@ class Reconciler:
 
     def observe(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
         if event_type == "DELETED":
-            self._forget_metrics(kind, body)
+            self._forget(kind, body)
             change = self.world.forget(kind, body)
         else:
             change = self.world.observe(kind, body)
@@ -113,12 +115,16 @@ class Reconciler:
         if change.policy or change.statuses or change.spend:
             self._wake.set()
 
-    def _forget_metrics(self, kind: str, body: dict[str, Any]) -> None:
-        metadata = body.get("metadata") or {}
+    def _forget(self, kind: str, body: dict[str, Any]) -> None:
+        """A deleted object leaves no timers and no metrics behind."""
+        key = object_key(body)
+        self._hold.pop((kind, key), None)
+        self._backoff.pop((kind, key), None)
         if kind == BUDGET:
-            cost_center = str((body.get("spec") or {}).get("costCenter", ""))
-            self._metrics.forget_budget(str(metadata.get("namespace")), str(metadata.get("name")), cost_center)
-            self._recheck.pop(f"{metadata.get('namespace')}/{metadata.get('name')}", None)
+            metadata, spec = body.get("metadata") or {}, body.get("spec") or {}
+            self._metrics.forget_budget(str(metadata.get("namespace")), str(metadata.get("name")),
+                                        str(spec.get("costCenter", "")))
+            self._recheck.pop(key, None)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -167,7 +173,7 @@ class Reconciler:
         now, mono = self._clock.now(), monotonic()
         waits = [self._clock.longest_nap]
         if self._dirty:
-            waits.append(min(self._hold.get(ref, 0.0) for ref in self._dirty) - mono)
+            waits.append(min(self._due_at(ref) for ref in self._dirty) - mono)
         if self._recheck:
             waits.append((min(self._recheck.values()) - now).total_seconds())
         if self._rollup_due:
@@ -222,7 +228,7 @@ class Reconciler:
 
     async def _refresh_statuses(self, now: datetime) -> None:
         mono = monotonic()
-        due = {ref for ref in self._dirty if self._hold.get(ref, 0.0) <= mono or self._urgent(ref)}
+        due = {ref for ref in self._dirty if self._due_at(ref) <= mono}
         due |= {(BUDGET, key) for key, at in self._recheck.items() if at <= now}
         due = {ref for ref in due if self._compiled_as_seen(ref)}
         self._dirty -= due
@@ -239,8 +245,11 @@ class Reconciler:
                 await job
             except Exception:
                 logger.exception("status of %s %s not refreshed; retrying", *ref)
-                self._dirty.add(ref)
-                self._hold[ref] = monotonic() + self.config.retry_delay
+                self._retry_later(ref)
+
+    def _retry_later(self, ref: ObjectRef) -> None:
+        self._dirty.add(ref)
+        self._backoff[ref] = monotonic() + self.config.retry_delay
 
     def _compiled_as_seen(self, ref: ObjectRef) -> bool:
         """Whether the last compile saw this object as it is now (else its errors may be stale and
@@ -248,10 +257,12 @@ class Reconciler:
         seen = self.world.get(*ref)
         return seen is None or self._compiled.get(ref) == seen.fingerprint
 
-    def _urgent(self, ref: ObjectRef) -> bool:
-        """A spec change is shown at once (observedGeneration), spend changes wait for their turn."""
+    def _due_at(self, ref: ObjectRef) -> float:
+        """When a dirty object may be refreshed: after a failed write's backoff, and for routine
+        changes (spend) after the write interval; a spec change is shown at once."""
         seen = self.world.get(*ref)
-        return seen is not None and seen.generation != seen.status.get("observedGeneration")
+        urgent = seen is not None and seen.generation != seen.status.get("observedGeneration")
+        return max(self._backoff.get(ref, 0.0), 0.0 if urgent else self._hold.get(ref, 0.0))
 
     async def _refresh_budget(self, key: str, now: datetime) -> None:
         seen = self.world.get(BUDGET, key)
@@ -337,6 +348,7 @@ class Reconciler:
         self._metrics.writes.labels(seen.kind, "written").inc()
         self.world.observe(seen.kind, written)
         self._hold[(seen.kind, seen.key)] = monotonic() + self.config.write_interval
+        self._backoff.pop((seen.kind, seen.key), None)
         for note in notes:
             await self._recorder.record(seen.reference, note)
         return True
@@ -346,17 +358,18 @@ class Reconciler:
         if error.status in (404, 409):
             return False  # deleted, or a newer version is on its way through the watch
         logger.error("status of %s %s not written: %s", seen.kind, seen.key, error)
-        self._dirty.add((seen.kind, seen.key))
-        self._hold[(seen.kind, seen.key)] = monotonic() + self.config.retry_delay
+        self._retry_later((seen.kind, seen.key))
         return False
 
     # -- alerts --------------------------------------------------------------------------------
 
     def _start_delivery(self, budget: api.Budget, status: api.BudgetStatus, claim: alerts.Claim) -> None:
-        cost_center = self.world.valid(COST_CENTER).get(budget.spec.costCenter)
-        assert isinstance(cost_center, api.CostCenter)  # a budget with errors claims nothing
-        message = AlertMessage(budget, cost_center.metadata.name, cost_center.spec.code, claim, status)
-        task = asyncio.create_task(self._deliver(budget, cost_center.spec.alertTargets, message))
+        found = self.world.valid(COST_CENTER).get(budget.spec.costCenter)
+        # Budgets with errors claim nothing, but the CostCenter may have gone since the claim.
+        cost_center = found if isinstance(found, api.CostCenter) else None
+        code, targets = (cost_center.spec.code, cost_center.spec.alertTargets) if cost_center else ("", [])
+        message = AlertMessage(budget, budget.spec.costCenter, code, claim, status)
+        task = asyncio.create_task(self._deliver(budget, targets, message))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
 
