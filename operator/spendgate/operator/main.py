@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import logging
 import os
+import sys
 from pathlib import Path
 
 import kopf
+import kubernetes
 from prometheus_client import start_http_server
 
 from spendgate.operator.clock import Clock, SystemClock
@@ -56,7 +58,11 @@ def run(args: argparse.Namespace) -> int:
         priority=args.priority,
         write_interval=args.write_interval,
     )
-    return asyncio.run(serve(config))
+    try:
+        return asyncio.run(serve(config))
+    except kubernetes.config.ConfigException as error:
+        print(f"error: no Kubernetes credentials: {error}", file=sys.stderr)
+        return 2
 
 
 async def serve(config: OperatorConfig, clock: Clock | None = None, stop: asyncio.Event | None = None,
