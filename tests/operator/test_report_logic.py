@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from spendgate.api.v1alpha1 import SpendEntry, SpendReportSpec
+from spendgate.api.v1alpha1 import Budget, SpendEntry, SpendReportSpec
+from spendgate.operator.housekeeping import deletable_reports
 from spendgate.operator.reporter import ReportState
 from spendgate.operator.spendindex import SpendIndex
 
@@ -83,3 +84,18 @@ def test_forgetting_ended_windows_shrinks_the_report() -> None:
 
     assert [e.window for e in state.next_report(NOW).entries] == ["w1"]
     assert state.changed
+
+
+def test_only_silent_reports_with_nothing_in_a_current_window_are_deletable() -> None:
+    budget = Budget.model_validate({"metadata": {"name": "x", "namespace": "t"},
+                                    "spec": {"costCenter": "c", "scope": {"kind": "CostCenter"}, "limitUSD": "1",
+                                             "window": {"period": "Monthly", "timeZone": "UTC"}}})
+    reports = {
+        "ns/closed": report("a", 1, ("t/x", "2026-10", "5"), at="2026-11-01T00:00:00Z"),
+        "ns/current": report("b", 1, ("t/x", "2026-11", "5"), at="2026-11-01T00:00:00Z"),
+        "ns/recent": report("c", 1, ("t/x", "2026-10", "5"), at="2026-11-24T11:00:00Z"),
+        "ns/deleted-budget": report("d", 1, ("t/gone", "2026-11", "5"), at="2026-11-01T00:00:00Z"),
+        "ns/never-reported": report("e", 1, ("t/x", "2026-10", "5")),
+    }
+
+    assert deletable_reports(reports, {"t/x": budget}, NOW, timedelta(days=1)) == ["ns/closed", "ns/deleted-budget"]

@@ -32,6 +32,7 @@ from spendgate.operator.clock import Clock
 from spendgate.operator.conditions import ready_condition, set_condition
 from spendgate.operator.config import OperatorConfig
 from spendgate.operator.deliver import Notifier
+from spendgate.operator.housekeeping import deletable_reports
 from spendgate.operator.kube import MERGE_PATCH, METADATA_LIST, Kube, KubeError, core_path, custom_path, merge_patch
 from spendgate.operator.metrics import OperatorMetrics
 from spendgate.operator.notify import AlertMessage
@@ -56,7 +57,6 @@ from spendgate.operator.world import (
 from spendgate.policy.bundle import KeyEntry
 from spendgate.policy.compiler import compile_policies
 from spendgate.policy.errors import PolicyError
-from spendgate.windows import window_at
 
 logger = logging.getLogger(__name__)
 
@@ -424,41 +424,15 @@ class Reconciler:
         return uids
 
     async def _delete_stale_reports(self, now: datetime) -> None:
-        """A SpendReport whose proxy is gone and whose windows are all closed holds nothing that
-        Budget.status (current window) or its history (closed windows) does not keep already."""
-        for key, spec in self.world.spend.reports().items():
-            if not _is_stale(spec, now - self.config.stale_report_after) or self._counts_now(spec, now):
-                continue
+        budgets = {key: b for key, b in self.world.valid(BUDGET).items() if isinstance(b, api.Budget)}
+        reports = self.world.spend.reports()
+        for key in deletable_reports(reports, budgets, now, self.config.stale_report_after):
             namespace, name = key.split("/", 1)
             try:
                 await self._kube.request("DELETE", custom_path(PLURALS[SPEND_REPORT], namespace, name))
-                logger.info("deleted SpendReport %s: no report since %s", key, spec.reportedAt)
+                logger.info("deleted SpendReport %s: no report since %s", key, reports[key].reportedAt)
             except KubeError as error:
                 logger.warning("stale SpendReport %s not deleted: %s", key, error)
-
-    def _counts_now(self, spec: api.SpendReportSpec, now: datetime) -> bool:
-        """Whether any entry is for its budget's current window (deleting it would lose spend)."""
-        budgets = self.world.valid(BUDGET)
-        for entry in spec.entries:
-            budget = budgets.get(entry.budget)
-            if not isinstance(budget, api.Budget):
-                continue
-            try:
-                current = window_at(budget.spec.window.period, budget.spec.window.timeZone, now).id
-            except ValueError:
-                return True  # cannot tell: keep it
-            if entry.window >= current:
-                return True
-        return False
-
-
-def _is_stale(spec: api.SpendReportSpec, cutoff: datetime) -> bool:
-    if spec.reportedAt is None:
-        return False
-    try:
-        return datetime.fromisoformat(spec.reportedAt) < cutoff
-    except ValueError:
-        return False
 
 
 def _grouped(errors: Iterable[PolicyError]) -> dict[ErrorKey, list[PolicyError]]:
