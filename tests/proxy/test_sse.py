@@ -31,7 +31,7 @@ def scan(*chunks: bytes) -> StreamScanner:
 
 
 def summary(scanner: StreamScanner) -> tuple[Any, ...]:
-    return (scanner.usage, scanner.model, scanner.stop_reason, scanner.output_chars, scanner.completed,
+    return (scanner.usage, scanner.model, scanner.stop_reason, scanner.generated_chars(), scanner.completed,
             scanner.error_type, scanner.billable_usage())
 
 
@@ -81,6 +81,22 @@ def test_unknown_events_comments_and_garbage_are_ignored() -> None:
     data = (b": a comment\n\nevent: future_event\ndata: {\"type\":\"future_event\",\"x\":1}\n\n"
             b"data: not json\n\ndata: [1,2]\n\nid: 7\nretry: 10\n\n" + stream(TOOL_USE))
     assert summary(scan(data)) == summary(scan(stream(TOOL_USE)))
+
+
+def test_unnamed_events_are_read_by_their_type() -> None:
+    """An upstream that sends no `event:` lines is read from each event's JSON `type`."""
+    unnamed = b"".join(line + b"\n" for line in stream(THINKING).split(b"\n") if not line.startswith(b"event:"))
+    cut = unnamed.index(b'data: {"type":"message_delta"')
+    assert summary(scan(unnamed)) == summary(scan(stream(THINKING)))
+    assert scan(unnamed[:cut]).billable_usage() == scan(stream(THINKING)[:stream(THINKING).index(
+        b"event: message_delta")]).billable_usage()
+
+
+def test_a_garbled_delta_counts_nothing() -> None:
+    data = stream(TOOL_USE)
+    cut = data.index(b"event: message_delta")
+    garbled = data[:cut] + b"event: content_block_delta\ndata: {oops\n\n"
+    assert scan(garbled).billable_usage() == scan(data[:cut]).billable_usage()
 
 
 def test_a_later_usage_only_delta_keeps_the_stop_reason() -> None:

@@ -7,8 +7,9 @@ know, or cannot parse, are ignored, as a client must tolerate new event types.
 
 What it keeps: the usage of `message_start` merged with each cumulative `message_delta`
 (spendgate.pricing.merge_delta_usage), the served model, the stop reason, a mid-stream `error`
-event's type, and the characters of generated text seen so far, for the floor estimate used when
-a stream ends before its final usage (about four characters per token, as Anthropic's gateway does).
+event's type, and the generated deltas since the last usage, for the floor estimate used when a
+stream ends before its final usage (about four characters per token, as Anthropic's gateway does).
+Only the few events that carry these are decoded; the `event:` line each event starts with says which.
 """
 
 from __future__ import annotations
@@ -22,84 +23,84 @@ from spendgate.pricing import merge_delta_usage
 CHARS_PER_TOKEN: Final = 4
 # The fields of each delta type that carry generated output (all billed as output tokens).
 GENERATED_FIELDS: Final = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
+# The API names every event on an `event:` line first, so most events are told apart by a prefix.
+DELTA: Final = b"event: content_block_delta\n"
+BLOCK_START: Final = b"event: content_block_start\n"
+MESSAGE_STOP: Final = b"event: message_stop\n"
+SKIPPED: Final = (b"event: ping\n", b"event: content_block_stop\n")
 
 
 class StreamScanner:
-    __slots__ = ("_data", "_partial", "completed", "content_started", "error_type", "final_usage_seen", "model",
-                 "output_chars", "stop_reason", "usage")
+    __slots__ = ("_deltas", "_partial", "completed", "content_started", "error_type", "final_usage_seen", "model",
+                 "stop_reason", "usage")
 
     def __init__(self) -> None:
-        self._partial = b""  # an incomplete line carried over to the next chunk
-        self._data: list[bytes] = []  # data lines of the event being read
+        self._partial = b""  # an incomplete event carried over to the next chunk
+        # Delta events, kept undecoded: they only matter if the stream ends before its final usage,
+        # and decoding every one of them would be most of the scanner's cost.
+        self._deltas: list[bytes] = []
         self.usage: dict[str, Any] | None = None
         self.model: str | None = None
         self.stop_reason: str | None = None
         self.error_type: str | None = None
-        self.output_chars = 0
         self.content_started = False
         self.final_usage_seen = False
         self.completed = False
 
     def feed(self, chunk: bytes) -> None:
-        if self._partial:
-            chunk = self._partial + chunk
-        lines = chunk.split(b"\n")
-        self._partial = lines.pop()
-        for line in lines:
-            if line.startswith(b"data:"):
-                self._data.append(line[5:])  # JSON tolerates the leading space and a trailing \r
-            elif (not line or line == b"\r") and self._data:
-                self._dispatch()
+        buffer = self._partial + chunk if self._partial else chunk
+        if b"\r" in buffer:  # CRLF line ends; a lone \r at the end is completed by the next chunk
+            buffer = buffer.replace(b"\r\n", b"\n")
+        events = buffer.split(b"\n\n")
+        self._partial = events.pop()
+        for event in events:
+            if event.startswith(DELTA):
+                self._deltas.append(event)
+            elif event.startswith(BLOCK_START):
+                self.content_started = True
+            elif event.startswith(MESSAGE_STOP):
+                self.completed = True
+            elif not event.startswith(SKIPPED):
+                self._read(event)
 
     @property
     def at_event_boundary(self) -> bool:
         """True when no event is half-received, so another event can be appended cleanly."""
-        return not self._partial and not self._data
+        return not self._partial
 
     @property
     def refused_before_output(self) -> bool:
         return self.stop_reason == "refusal" and not self.content_started
 
+    def generated_chars(self) -> int:
+        """Characters of text, thinking and tool input streamed since the last usage update."""
+        return sum(_generated(_decode(event)) for event in self._deltas)
+
     def billable_usage(self) -> tuple[dict[str, Any] | None, bool]:
         """The usage to bill and whether it is an estimate (the stream ended before its final usage)."""
         if self.usage is None or self.final_usage_seen:
             return self.usage, False
-        estimate = -(-self.output_chars // CHARS_PER_TOKEN)
+        estimate = -(-self.generated_chars() // CHARS_PER_TOKEN)
         reported = self.usage.get("output_tokens")
         output = max(reported if type(reported) is int else 0, estimate)
         return {**self.usage, "output_tokens": output}, True
 
-    def _dispatch(self) -> None:
-        data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
-        self._data = []
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return
-        if not isinstance(event, dict):
-            return
-        kind = event.get("type")
-        if kind == "content_block_delta":
-            self._count_generated(event.get("delta"))
+    def _read(self, event: bytes) -> None:
+        decoded = _decode(event)
+        kind = decoded.get("type")
+        if kind == "content_block_delta":  # an upstream that does not name its events
+            self._deltas.append(event)
         elif kind == "content_block_start":
             self.content_started = True
         elif kind == "message_start":
-            self._start(event.get("message"))
+            self._start(decoded.get("message"))
         elif kind == "message_delta":
-            self._delta(event)
+            self._delta(decoded)
         elif kind == "message_stop":
             self.completed = True
         elif kind == "error":
-            error = event.get("error")
+            error = decoded.get("error")
             self.error_type = str(error.get("type")) if isinstance(error, dict) else "error"
-
-    def _count_generated(self, delta: Any) -> None:
-        if not isinstance(delta, dict):
-            return
-        field = GENERATED_FIELDS.get(str(delta.get("type")))
-        text = delta.get(field) if field else None
-        if isinstance(text, str):
-            self.output_chars += len(text)
 
     def _start(self, message: Any) -> None:
         if not isinstance(message, dict):
@@ -119,3 +120,25 @@ class StreamScanner:
                 self.usage = {}
             merge_delta_usage(self.usage, usage)
             self.final_usage_seen = True
+            self._deltas.clear()  # the reported output covers them
+
+
+def _decode(event: bytes) -> dict[str, Any]:
+    """An event's data as a JSON object; {} for comments, other fields, or data that is not one."""
+    data = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
+    if not data:
+        return {}
+    try:
+        decoded = orjson.loads(data[0] if len(data) == 1 else b"\n".join(data))
+    except orjson.JSONDecodeError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _generated(event: dict[str, Any]) -> int:
+    delta = event.get("delta")
+    if not isinstance(delta, dict):
+        return 0
+    field = GENERATED_FIELDS.get(str(delta.get("type")))
+    text = delta.get(field) if field else None
+    return len(text) if isinstance(text, str) else 0
