@@ -36,7 +36,7 @@ lint: setup
 	$(BIN)/spendgate crds check
 
 typecheck: setup
-	$(BIN)/mypy -p spendgate
+	$(BIN)/mypy -p spendgate -p spendgate.operator -p spendgate.proxy
 
 crds: setup
 	$(BIN)/spendgate crds generate

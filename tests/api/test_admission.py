@@ -100,6 +100,23 @@ spec: {code: DUP-1, members: [alice, alice]}
         "spec.members", "spec.members: Value error, must not contain duplicates: alice")
 
 
+def test_minimal_objects_are_accepted(control_plane: ControlPlane, namespace: str) -> None:
+    """Optional lists that CEL rules read are defaulted, so leaving them out is fine."""
+    minimal = f"""apiVersion: spendgate.io/v1alpha1
+kind: CostCenter
+metadata: {{name: minimal-{namespace}}}
+spec: {{code: MIN-{namespace}}}
+---
+apiVersion: spendgate.io/v1alpha1
+kind: RoutingPolicy
+metadata: {{name: minimal, namespace: {namespace}}}
+spec: {{cascade: [claude-sonnet-5-5]}}
+"""
+    result = control_plane.kubectl("create", "--dry-run=server", "-f", "-", stdin=minimal, check=False)
+    assert result.returncode == 0, result.stderr
+    assert load_text(minimal).errors == []
+
+
 def test_every_example_is_accepted_and_listed(control_plane: ControlPlane) -> None:
     applied = control_plane.apply(EXAMPLES).stdout.split()
     assert "budget.spendgate.io/alice-daily" in applied

@@ -140,7 +140,8 @@ class CostCenterSpec(_Spec):
     displayName: str = Field(default="", max_length=200)
     owners: list[Owner] = Field(default_factory=list, max_length=50)
     parent: ObjectName | None = Field(default=None, description="Parent CostCenter name (rollup).")
-    alertTargets: list[AlertTarget] = Field(default_factory=list, max_length=20)
+    # Lists read by CEL rules default to [] in the CRD too: CEL cannot read an absent list.
+    alertTargets: list[AlertTarget] = Field(default_factory=list, max_length=20, json_schema_extra={"default": []})
     members: StringSet = Field(
         default_factory=list, max_length=5000, description="Developers who belong to this cost center."
     )
@@ -315,7 +316,7 @@ class RoutingPolicySpec(_Spec):
     cascade: list[ModelId] = Field(
         min_length=1, max_length=20, description="Models from most to least capable, e.g. Opus, Sonnet, Haiku."
     )
-    rules: list[RoutingRule] = Field(default_factory=list, max_length=50)
+    rules: list[RoutingRule] = Field(default_factory=list, max_length=50, json_schema_extra={"default": []})
 
     cel_rules: ClassVar[list[dict[str, str]]] = [
         rule("self.cascade.all(m, self.cascade.exists_one(n, n == m))",
