@@ -248,12 +248,14 @@ class Gateway:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange,
                       active: ActiveBundle) -> None:
-        endpoint = endpoint_for(exchange.method, exchange.path)
+        endpoint = endpoint_for(exchange.method, exchange.path)  # 1. route
         if endpoint is None:
             raise ProxyError("not_found_error", f"{exchange.path} is not served: the gateway serves /v1/")
         exchange.endpoint = endpoint
         inbound = read_headers(scope["headers"], identity_encoding=endpoint is Endpoint.MESSAGES)
+        # 2. authenticate
         identity = exchange.identity = identify(credential(inbound.api_key, inbound.authorization), active.keys)
+        # 3. read the body; 4. attribute
         body = await read_body(receive, declared_length(inbound.content_length), self._limits[endpoint])
         parsed = parse_body(body) if endpoint in PARSED else None
         exchange.attribution = attribute(identity, inbound.tags, user_id_of(parsed) if parsed else None)
@@ -261,6 +263,7 @@ class Gateway:
             exchange.requested_model = parsed["model"]
             exchange.stream = parsed.get("stream") is True
 
+        # 5. admit: the enforcement seam
         decision = self._admission.admit(AdmissionRequest(
             endpoint=endpoint, attribution=exchange.attribution, model=exchange.requested_model,
             stream=exchange.stream, body_bytes=len(body), body=parsed, bundle=active.signed,
@@ -273,6 +276,7 @@ class Gateway:
             body = with_model(parsed, decision.model)
             exchange.forwarded_model = decision.model
 
+        # 6. forward; 7. relay and 8. settle, both in the relay
         target = scope["raw_path"].decode("latin-1")
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")

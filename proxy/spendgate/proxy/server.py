@@ -99,6 +99,10 @@ class Proxy:
                        for server, sock in zip(self._servers, sockets, strict=True)]
         self._tasks.append(asyncio.create_task(self.bundles.watch(self.settings.reload_interval)))
         while not all(server.started for server in self._servers):
+            ended = next((task for task in self._tasks if task.done()), None)
+            if ended is not None:  # a server that stops before it started: surface why
+                ended.result()
+                raise RuntimeError("a server stopped while starting")
             await asyncio.sleep(0.002)
         logger.info("serving on %s:%d (admin %s:%d), upstream %s, bundle %s", self.settings.host, self.port,
                     self.settings.admin_host, self.admin_port, self.settings.upstream_url,
