@@ -3,24 +3,15 @@ by asking the API server what each service account may do."""
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 
 import pytest
 import yaml
 
-from cluster.controlplane import REPO_ROOT, ControlPlane, binary_paths
-
-CHART = REPO_ROOT / "charts" / "spendgate"
-
-
-def helm_template(namespace: str, *values: str) -> str:
-    helm = binary_paths(["helm"])["helm"]
-    command = [str(helm), "template", "spendgate", str(CHART), "--namespace", namespace]
-    for value in values:
-        command += ["--set", value]
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+from cluster.controlplane import REPO_ROOT, ControlPlane
+from cluster.helm import CHART, rbac_only
+from cluster.helm import render as helm_template
 
 
 def kinds(rendered: str) -> list[str]:
@@ -69,11 +60,10 @@ def test_the_client_service_never_exposes_the_admin_port() -> None:
 
 def test_least_privilege(control_plane: ControlPlane, release: tuple[str, str]) -> None:
     namespace, team = release
-    rendered = helm_template(namespace, f"operator.bundleNamespaces={{{team}}}")
-    rbac = "\n---\n".join(yaml.safe_dump(doc) for doc in yaml.safe_load_all(rendered)
-                          if doc and doc["kind"] in {"ServiceAccount", "Role", "RoleBinding", "ClusterRole",
-                                                     "ClusterRoleBinding"})
-    control_plane.apply(rbac.replace("spendgate-spendgate-operator", f"spendgate-operator-{namespace}"))
+    policies = f"policies-{namespace}"
+    control_plane.kubectl("create", "namespace", policies)
+    control_plane.apply(rbac_only(helm_template(namespace, f"operator.bundleNamespaces={{{team}}}",
+                                                f"operator.policyNamespaces={{{policies}}}", release=namespace)))
 
     def can(account: str, *request: str) -> bool:
         result = control_plane.kubectl("auth", "can-i", *request,
@@ -81,19 +71,23 @@ def test_least_privilege(control_plane: ControlPlane, release: tuple[str, str]) 
         return result.stdout.strip() == "yes"
 
     operator, gateway = "spendgate-operator", "spendgate-gateway"
-    assert can(operator, "patch", "budgets.spendgate.io/status", "-n", "anywhere")
-    assert can(operator, "get", "secrets", "-n", namespace)
+    assert can(operator, "list", "costcenters.spendgate.io")
+    assert can(operator, "patch", "budgets.spendgate.io", "--subresource=status", "-n", policies)
+    assert not can(operator, "patch", "budgets.spendgate.io", "-n", policies)  # specs belong to Git
+    assert not can(operator, "list", "budgets.spendgate.io", "-n", "kube-system")
+    assert can(operator, "watch", "secrets", "-n", namespace)
     assert not can(operator, "get", "secrets", "-n", team)
     assert not can(operator, "get", "secrets", "-n", "kube-system")
-    assert can(operator, "update", "configmaps", "-n", team)
-    assert not can(operator, "update", "configmaps", "-n", "kube-system")
-    assert not can(operator, "update", "budgets.spendgate.io", "-n", namespace)  # specs belong to Git
+    assert can(operator, "update", "configmaps/spendgate-bundle", "-n", team)
+    assert not can(operator, "update", "configmaps/kube-proxy", "-n", team)
+    assert not can(operator, "update", "configmaps/spendgate-bundle", "-n", "kube-system")
 
     assert can(gateway, "patch", "spendreports.spendgate.io", "-n", namespace)
+    assert can(gateway, "watch", "budgets.spendgate.io", "-n", policies)
     assert can(gateway, "watch", "configmaps/spendgate-bundle", "-n", namespace)
     assert not can(gateway, "get", "configmaps/other", "-n", namespace)
     assert not can(gateway, "get", "secrets", "-n", namespace)
-    assert not can(gateway, "patch", "budgets.spendgate.io", "-n", namespace)
+    assert not can(gateway, "patch", "budgets.spendgate.io", "-n", policies)
 
 
 def _split_peering_crd(rendered: str) -> tuple[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,21 +10,27 @@ import yaml
 from operator_harness import Api, OperatorThread, budget, cost_center, eventually, manifests
 
 from cluster.controlplane import ControlPlane
+from cluster.helm import render
 
 pytestmark = pytest.mark.cluster
 
-PEERING = Path(__file__).resolve().parents[2] / "docs" / "operator-peering.yaml"
 NAME = "spendgate-operator"
 
 
 @pytest.fixture
 def peering(control_plane: ControlPlane, operator_namespace: str, policy_namespace: str) -> str:
-    crd = next(doc for doc in yaml.safe_load_all(PEERING.read_text()) if doc["kind"] == "CustomResourceDefinition")
+    """The chart's peering objects: kopf's CRD (a pre-install hook) first, then one KopfPeering per
+    watched namespace."""
+    documents = [doc for doc in yaml.safe_load_all(render(
+        operator_namespace, "operator.peering.enabled=true", f"operator.peering.name={NAME}",
+        f"operator.policyNamespaces={{{policy_namespace}}}")) if doc and doc["apiVersion"].startswith(
+        ("apiextensions.k8s.io", "kopf.dev"))]
+    crd = next(doc for doc in documents if doc["kind"] == "CustomResourceDefinition")
     control_plane.apply(yaml.safe_dump(crd))
     control_plane.kubectl("wait", "--for=condition=Established", f"crd/{crd['metadata']['name']}", "--timeout=30s")
-    for namespace in (operator_namespace, policy_namespace):
-        control_plane.apply(yaml.safe_dump({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
-                                            "metadata": {"name": NAME, "namespace": namespace}}))
+    peerings = [doc for doc in documents if doc["kind"] == "KopfPeering"]
+    assert {doc["metadata"]["namespace"] for doc in peerings} == {operator_namespace, policy_namespace}
+    control_plane.apply(yaml.safe_dump_all(peerings))
     return NAME
 
 

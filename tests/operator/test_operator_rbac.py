@@ -1,4 +1,4 @@
-"""The operator works with exactly the RBAC of docs/operator-rbac.yaml, and nothing more."""
+"""The operator works with exactly the RBAC of the Helm chart, and nothing more."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from operator_harness import (
     Api,
     FakeProxy,
@@ -21,30 +20,11 @@ from operator_harness import (
 )
 
 from cluster.controlplane import ControlPlane
+from cluster.helm import rbac_only, render
 from spendgate.operator import bundlemap
 from spendgate.operator.virtualkeys import LABEL
 
 pytestmark = pytest.mark.cluster
-
-RBAC = Path(__file__).resolve().parents[2] / "docs" / "operator-rbac.yaml"
-CLUSTER_KINDS = ("ClusterRole", "ClusterRoleBinding")
-
-
-def rbac_for(operator_namespace: str, policy_namespace: str, sidecar_namespace: str, run_id: str) -> str:
-    """docs/operator-rbac.yaml for this test's namespaces, cluster-wide names made unique."""
-    names = {"spendgate-system": operator_namespace, "ai-budgets": policy_namespace, "team-a": sidecar_namespace}
-    text = RBAC.read_text()
-    for old, new in names.items():
-        text = text.replace(f"namespace: {old}", f"namespace: {new}")
-    documents = list(yaml.safe_load_all(text))
-    cluster_roles = {d["metadata"]["name"] for d in documents if d["kind"] == "ClusterRole"}
-    for document in documents:
-        if document["kind"] in CLUSTER_KINDS:
-            document["metadata"]["name"] += f"-{run_id}"
-        if document.get("roleRef", {}).get("name") in cluster_roles and document["roleRef"]["kind"] == "ClusterRole":
-            document["roleRef"]["name"] += f"-{run_id}"
-    return yaml.safe_dump_all(documents)
-
 
 def service_account_kubeconfig(control_plane: ControlPlane, namespace: str, path: Path) -> Path:
     token = control_plane.kubectl("create", "token", "spendgate-operator", "-n", namespace).stdout.strip()
@@ -54,12 +34,13 @@ def service_account_kubeconfig(control_plane: ControlPlane, namespace: str, path
     return path
 
 
-def test_the_documented_rbac_is_enough(control_plane: ControlPlane, api: Api, clock: ManualClock, run_id: str,
+def test_the_charts_rbac_is_enough(control_plane: ControlPlane, api: Api, clock: ManualClock, run_id: str,
                                        operator_namespace: str, policy_namespace: str, receiver: WebhookReceiver,
                                        tmp_path: Path, start_operator: type[OperatorThread]) -> None:
     sidecars = f"sg-team-{run_id}"
     control_plane.kubectl("create", "namespace", sidecars)
-    control_plane.apply(rbac_for(operator_namespace, policy_namespace, sidecars, run_id))
+    control_plane.apply(rbac_only(render(operator_namespace, f"operator.policyNamespaces={{{policy_namespace}}}",
+                                         f"operator.bundleNamespaces={{{sidecars}}}", release=f"rbac-{run_id}")))
     kubeconfig = service_account_kubeconfig(control_plane, operator_namespace, tmp_path / "kubeconfig")
     api.create_secret(operator_namespace, "hook", {"url": receiver.url("/hook")})
     api.create_secret(operator_namespace, "alice-key", {"key": "sk-sg-a", "developer": "alice",

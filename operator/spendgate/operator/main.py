@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -36,10 +37,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port; 0 disables")
     parser.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     parser.add_argument("--peering", help="KopfPeering name: enables HA (see docs/operator.md); default standalone")
-    parser.add_argument("--priority", type=int, default=0, help="peering priority (distinct per replica)")
+    parser.add_argument("--priority", type=int,
+                        help="peering priority, distinct per replica (default with --peering: a random one, so "
+                             "the replicas of one Deployment differ)")
     parser.add_argument("--write-interval", type=float, default=1.0,
                         help="a Budget's status is written at most this often, in seconds")
     parser.add_argument("--verbose", action="store_true")
+
+
+def replica_priority(peering: str | None) -> int:
+    """Replicas with equal priorities all pause (kopf's rule), and a Deployment cannot give each
+    replica its own flag: draw one. Two replicas collide with odds of one in a million."""
+    return secrets.randbelow(1_000_000) + 1 if peering else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port or None,
         liveness=args.liveness,
         peering=args.peering,
-        priority=args.priority,
+        priority=args.priority if args.priority is not None else replica_priority(args.peering),
         write_interval=args.write_interval,
     )
     try:
