@@ -18,11 +18,11 @@ import kubernetes
 
 from cluster.controlplane import ControlPlane
 from spendgate.api.v1alpha1 import GROUP, VERSION, SpendReportSpec
+from spendgate.kube import Kube, load_configuration
 from spendgate.operator.config import OperatorConfig
-from spendgate.operator.kube import Kube, load_configuration
 from spendgate.operator.main import serve
 from spendgate.operator.metrics import OperatorMetrics
-from spendgate.operator.reporter import ReportState, SpendReporter
+from spendgate.reporting import ReportState, SpendReporter
 
 T = TypeVar("T")
 POLL = 0.05

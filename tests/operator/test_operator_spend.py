@@ -15,7 +15,7 @@ from operator_harness import (
 )
 
 from cluster.controlplane import ControlPlane
-from spendgate.operator.reporter import SequenceConflict
+from spendgate.reporting import SequenceConflict
 
 pytestmark = pytest.mark.cluster
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from spendgate.api import v1alpha1 as api
+from spendgate.kube import merge_patch
 from spendgate.operator import bundlemap
-from spendgate.operator.kube import merge_patch
 from spendgate.operator.transitions import budget_events
 from spendgate.operator.virtualkeys import key_entry
 from spendgate.operator.world import BUDGET, SECRET, SPEND_REPORT, World

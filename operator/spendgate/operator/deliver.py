@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 
 from spendgate.api import v1alpha1 as api
+from spendgate.kube import Kube, KubeError, core_path
 from spendgate.operator.alerts import Delivery
-from spendgate.operator.kube import Kube, KubeError, core_path
 from spendgate.operator.notify import AlertMessage, pagerduty_payload, slack_payload, webhook_payload
 
 logger = logging.getLogger(__name__)

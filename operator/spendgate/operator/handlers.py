@@ -14,8 +14,8 @@ import kopf
 import kubernetes
 
 from spendgate.api.v1alpha1 import GROUP, VERSION
+from spendgate.kube import bearer_token
 from spendgate.operator.config import OperatorConfig
-from spendgate.operator.kube import bearer_token
 from spendgate.operator.reconciler import PLURALS, Reconciler
 from spendgate.operator.virtualkeys import LABEL as KEY_LABEL
 from spendgate.operator.world import BUDGET, COST_CENTER, ROUTING_POLICY, SECRET, SPEND_REPORT

@@ -14,10 +14,10 @@ import kopf
 import kubernetes
 from prometheus_client import start_http_server
 
+from spendgate.kube import Kube, load_configuration
 from spendgate.operator.clock import Clock, SystemClock
 from spendgate.operator.config import DEFAULT_NAMESPACE, OperatorConfig
 from spendgate.operator.handlers import build_registry, operator_settings
-from spendgate.operator.kube import Kube, load_configuration
 from spendgate.operator.metrics import OperatorMetrics
 from spendgate.operator.reconciler import Reconciler
 

@@ -6,8 +6,8 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from spendgate.kube import Kube, KubeError, core_path
 from spendgate.operator import bundlemap
-from spendgate.operator.kube import Kube, KubeError, core_path
 from spendgate.operator.metrics import OperatorMetrics
 from spendgate.policy.bundle import SignedBundle
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from spendgate.api import v1alpha1 as api
+from spendgate.kube import MERGE_PATCH, METADATA_LIST, Kube, KubeError, core_path, custom_path, merge_patch
 from spendgate.operator import alerts
 from spendgate.operator.budgetstatus import BudgetInputs, budget_status, next_change
 from spendgate.operator.clock import Clock
@@ -33,7 +34,6 @@ from spendgate.operator.conditions import ready_condition, set_condition
 from spendgate.operator.config import OperatorConfig
 from spendgate.operator.deliver import Notifier
 from spendgate.operator.housekeeping import deletable_reports
-from spendgate.operator.kube import MERGE_PATCH, METADATA_LIST, Kube, KubeError, core_path, custom_path, merge_patch
 from spendgate.operator.metrics import OperatorMetrics
 from spendgate.operator.notify import AlertMessage
 from spendgate.operator.policystatus import BudgetSummary, cost_center_statuses, routing_policy_status

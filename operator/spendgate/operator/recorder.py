@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from spendgate.kube import Kube, KubeError, core_path
 from spendgate.operator.clock import Clock
-from spendgate.operator.kube import Kube, KubeError, core_path
 from spendgate.operator.transitions import EventNote
 from spendgate.windows import rfc3339
 

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import Any
 
 from spendgate.api import v1alpha1 as api
-from spendgate.operator.kube import JSON_PATCH, Kube, KubeError, custom_path
+from spendgate.kube import JSON_PATCH, Kube, KubeError, custom_path
 from spendgate.spend import exact
 from spendgate.windows import rfc3339
 

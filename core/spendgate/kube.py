@@ -1,15 +1,18 @@
-"""The operator's own API calls (status, ConfigMaps, Events, Secrets), async over aiohttp.
+"""Kubernetes API calls for the operator and the proxies, async over aiohttp.
 
-kopf watches; this module writes. Credentials come from the same kubeconfig or in-cluster
-service account that kopf logs in with (kubernetes.config resolves them, including token
-refresh). Errors surface as KubeError with the API's status code; nothing here retries, callers
-decide (a 409 Conflict usually means "wait for the watch to bring the newer object").
+The operator writes through `request` (kopf does its watching); the proxies also `watch` Budgets
+and their bundle ConfigMap. Credentials come from the same kubeconfig or in-cluster service
+account that kopf logs in with (kubernetes.config resolves them, including token refresh).
+Errors surface as KubeError with the API's status code; nothing here retries, callers decide
+(a 409 Conflict usually means "wait for the watch to bring the newer object").
 """
 
 from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +26,9 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
+WATCH_SECONDS = 300  # the server ends a watch after this; we then resume from the last version
+WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=WATCH_SECONDS + 30)
+LISTED = "LISTED"  # watch(): a full listing, which replaces whatever the caller knew
 
 
 class KubeError(Exception):
@@ -74,6 +80,11 @@ def _path(prefix: str, plural: str, namespace: str | None, name: str | None, sub
     return "/".join(parts)
 
 
+@dataclass
+class _Cursor:
+    version: str  # the resource version a watch resumes from; empty: list again
+
+
 class Kube:
     def __init__(self, configuration: kubernetes.client.Configuration) -> None:
         self.configuration = configuration
@@ -93,6 +104,44 @@ class Kube:
                 raise _error(response.status, text)
             result: dict[str, Any] = json.loads(text) if text else {}
             return result
+
+    async def watch(self, path: str, query: dict[str, str] | None = None
+                    ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """List, then follow: yields (LISTED, all objects) and then (ADDED|MODIFIED|DELETED, [object]).
+
+        When the server says the resource version is too old (410 Gone), it lists again, so a
+        caller that replaces its state on LISTED never misses a deletion.
+        """
+        while True:
+            listing = await self.request("GET", path, query=query)
+            cursor = _Cursor(str(listing["metadata"]["resourceVersion"]))
+            yield LISTED, list(listing.get("items") or [])
+            while cursor.version:
+                async for event in self._follow(path, query or {}, cursor):
+                    yield event
+
+    async def _follow(self, path: str, query: dict[str, str], cursor: _Cursor
+                      ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """One watch request, event by event; leaves the cursor empty when only a new list will do."""
+        params = {**query, "watch": "1", "resourceVersion": cursor.version, "allowWatchBookmarks": "true",
+                  "timeoutSeconds": str(WATCH_SECONDS)}
+        headers = {"Accept": "application/json"}
+        token = bearer_token(self.configuration)
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        async with self._client().get(self.configuration.host + path, params=params, headers=headers,
+                                      timeout=WATCH_TIMEOUT) as response:
+            if response.status >= 400:
+                raise _error(response.status, await response.text())
+            async for line in response.content:
+                event = json.loads(line)
+                kind, item = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    cursor.version = "" if item.get("code") == 410 else cursor.version
+                    return
+                cursor.version = str((item.get("metadata") or {}).get("resourceVersion") or cursor.version)
+                if kind != "BOOKMARK":
+                    yield kind, [item]
 
     async def close(self) -> None:
         if self._session is not None:
