@@ -16,13 +16,13 @@ The protocol (docs/operator.md has the long form):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from spendgate.api import v1alpha1 as api
+from spendgate.journal import Charge, Totals
 from spendgate.kube import JSON_PATCH, Kube, KubeError, custom_path
 from spendgate.spend import exact
 from spendgate.windows import rfc3339
@@ -30,13 +30,6 @@ from spendgate.windows import rfc3339
 logger = logging.getLogger(__name__)
 
 PROXY_LABEL = "spendgate.io/proxy"
-Charge = tuple[str, str]  # (budget namespace/name, window id)
-
-
-@dataclass
-class Total:
-    spent: Decimal
-    requests: int
 
 
 class ReportState:
@@ -46,21 +39,34 @@ class ReportState:
         self.proxy = proxy
         self.sequence = 0
         self.exists = False  # whether the SpendReport object exists in the API
-        self._totals: dict[Charge, Total] = {}
+        self._totals: dict[Charge, Totals] = {}
         self._dirty = False
+        self.reported: dict[Charge, Decimal] = {}  # what the SpendReport in the API says
 
     def add(self, budget: str, window: str, spent: Decimal, requests: int = 1) -> None:
-        total = self._totals.setdefault((budget, window), Total(Decimal(0), 0))
+        total = self._totals.setdefault((budget, window), Totals(Decimal(0), 0))
         total.spent += spent
         total.requests += requests
         self._dirty = True
 
+    def merge(self, totals: Mapping[Charge, Totals]) -> None:
+        """Take cumulative totals kept elsewhere (the proxy's journal); per entry the larger wins."""
+        for charge, total in totals.items():
+            known = self._totals.get(charge)
+            if known is None or total.spent > known.spent:
+                self._totals[charge] = Totals(total.spent, total.requests)
+                self._dirty = True
+
+    def totals(self) -> dict[Charge, Decimal]:
+        return {charge: total.spent for charge, total in self._totals.items()}
+
     def resume(self, spec: api.SpendReportSpec) -> None:
         """Continue from what the API holds: its sequence, and per entry the larger total."""
         self.sequence, self.exists = spec.sequence, True
+        self.reported = reported_values(spec)
         for entry in spec.entries:
             known = self._totals.get((entry.budget, entry.window))
-            reported = Total(Decimal(entry.spentUSD), entry.requests)
+            reported = Totals(Decimal(entry.spentUSD), entry.requests)
             if known is None or reported.spent > known.spent:
                 self._totals[(entry.budget, entry.window)] = reported
                 continue
@@ -84,6 +90,11 @@ class ReportState:
 
     def accepted(self, report: api.SpendReportSpec) -> None:
         self.sequence, self.exists, self._dirty = report.sequence, True, False
+        self.reported = reported_values(report)
+
+
+def reported_values(report: api.SpendReportSpec) -> dict[Charge, Decimal]:
+    return {(entry.budget, entry.window): Decimal(entry.spentUSD) for entry in report.entries}
 
 
 class SequenceConflict(Exception):

@@ -1,15 +1,24 @@
-"""A proxy's view of spend: what it settled itself, what other proxies reported, what is in flight.
+"""A proxy's view of spend: the fleet's, its own, and what is in flight.
 
-It implements enforcement's SpendView. Settled spend is this proxy's journaled spend plus the
-latest cumulative figures the other proxies reported (each proxy's report replaces its previous
-one, so nothing is counted twice). In-flight reservations are estimates held from admission to
-settlement; they can push a budget to Downgrade but never pause anyone (see enforcement.py).
+It implements enforcement's SpendView. For one (budget, window):
+
+    settled = global - reported + local
+
+`global` is Budget.status.spentUSD as the operator folded it from every proxy's SpendReport,
+`reported` what this proxy's last accepted SpendReport said, and `local` what this proxy has
+journaled. The status includes *some* earlier report of this proxy (never more than `reported`),
+so the sum never exceeds the true fleet-wide spend: a pause decided on it is never a false one.
+It falls short by at most this proxy's last report interval and the other proxies' unreported
+spend, which is the overshoot the README measures. Standalone, global and reported are zero.
+
+In-flight reservations are estimates held from admission to settlement; they can push a budget
+to Downgrade but never pause anyone (see enforcement.py).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -26,7 +35,8 @@ class SpendTracker:
     def __init__(self, journal: SpendJournal | None = None) -> None:
         self._journal = journal
         self._local: dict[Charge, Totals] = journal.replay() if journal else {}
-        self._others: dict[Charge, Decimal] = {}
+        self._global: dict[Charge, Decimal] = {}
+        self._reported: dict[Charge, Decimal] = {}
         self._in_flight: dict[Charge, Decimal] = defaultdict(Decimal)
         self.version = 0  # bumps on every local change, so a reporter knows when to report
 
@@ -35,7 +45,8 @@ class SpendTracker:
     def settled(self, budget_id: str, window_id: str) -> Decimal:
         charge = (budget_id, window_id)
         local = self._local.get(charge)
-        return self._others.get(charge, Decimal(0)) + (local.spent if local else Decimal(0))
+        own = local.spent if local else Decimal(0)
+        return max(own, self._global.get(charge, Decimal(0)) - self._reported.get(charge, Decimal(0)) + own)
 
     def in_flight(self, budget_id: str, window_id: str) -> Decimal:
         return self._in_flight.get((budget_id, window_id), Decimal(0))
@@ -76,12 +87,27 @@ class SpendTracker:
         """This proxy's cumulative spend per (budget, window): what it reports."""
         return {charge: Totals(t.spent, t.requests) for charge, t in self._local.items()}
 
-    def set_others(self, reported: Iterable[tuple[Charge, Decimal]]) -> None:
-        """Replace what the other proxies reported (their latest cumulative values, summed)."""
-        others: dict[Charge, Decimal] = defaultdict(Decimal)
-        for charge, spent in reported:
-            others[charge] += spent
-        self._others = dict(others)
+    def set_global(self, budget_id: str, window_id: str, spent: Decimal | None) -> None:
+        """The fleet-wide spend of a budget's current window, from its status (None: unknown)."""
+        stale = [charge for charge in self._global if charge[0] == budget_id]
+        for charge in stale:
+            del self._global[charge]
+        if spent is not None:
+            self._global[(budget_id, window_id)] = spent
+
+    def forget_global(self, prefix: str) -> None:
+        """Drop what is known of the fleet's spend for budgets whose id starts with `prefix`."""
+        self._global = {charge: spent for charge, spent in self._global.items() if not charge[0].startswith(prefix)}
+
+    def set_reported(self, totals: Mapping[Charge, Decimal]) -> None:
+        """What this proxy's last accepted SpendReport said, per (budget, window)."""
+        self._reported = dict(totals)
+
+    def adopt(self, totals: Mapping[Charge, Decimal]) -> None:
+        """Raise local totals to values found elsewhere (a SpendReport that outlived the journal)."""
+        for charge, spent in totals.items():
+            current = self._local.setdefault(charge, Totals(Decimal(0), 0))
+            current.spent = max(current.spent, spent)
 
     def forget(self, keep: Iterable[Charge]) -> None:
         """Drop windows that are over; compacts the journal too."""

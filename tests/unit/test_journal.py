@@ -81,9 +81,9 @@ def test_compaction_keeps_current_windows_exactly(tmp_path: Path) -> None:
     assert len(path.read_text().splitlines()) == 2
 
 
-def test_tracker_adds_others_and_holds_reservations(tmp_path: Path) -> None:
+def test_tracker_adds_the_fleet_and_holds_reservations(tmp_path: Path) -> None:
     tracker = SpendTracker(SpendJournal(tmp_path / "j"))
-    tracker.set_others([(ALICE, Decimal("3")), (ALICE, Decimal("4"))])
+    tracker.set_global(*ALICE, Decimal("7"))  # the status: other proxies' 7, none of ours yet
     held = tracker.reserve([ALICE], Decimal("0.5"))
     assert (tracker.settled(*ALICE), tracker.in_flight(*ALICE)) == (Decimal("7"), Decimal("0.5"))
     tracker.settle(held, "r1", Decimal("0.25"))
@@ -92,6 +92,20 @@ def test_tracker_adds_others_and_holds_reservations(tmp_path: Path) -> None:
 
     restarted = SpendTracker(SpendJournal(tmp_path / "j"))
     assert restarted.local_totals()[ALICE].spent == Decimal("0.25")
+
+
+def test_own_reported_spend_is_never_counted_twice() -> None:
+    tracker = SpendTracker()
+    tracker.settle(tracker.reserve([ALICE], Decimal(0)), "r1", Decimal("2"))
+    tracker.set_reported({ALICE: Decimal("2")})
+    assert tracker.settled(*ALICE) == Decimal("2")  # the status has not folded our report yet
+    tracker.set_global(*ALICE, Decimal("5"))  # now it has: 3 from others + our 2
+    assert tracker.settled(*ALICE) == Decimal("5")
+    tracker.settle(tracker.reserve([ALICE], Decimal(0)), "r2", Decimal("1"))
+    assert tracker.settled(*ALICE) == Decimal("6")
+    tracker.set_global("t/alice", "2026-11-25", Decimal("0.5"))  # the window rolled over
+    assert tracker.settled(*ALICE) == Decimal("3")  # our own spend in the old window, never less
+
 
 
 def test_released_reservations_cost_nothing() -> None:
