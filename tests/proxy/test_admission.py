@@ -142,8 +142,8 @@ async def test_the_sink_hears_of_every_admitted_request_once(start_gateway: Star
         await client.post("/v1/messages/count_tokens", json={"model": "claude-opus-5-5", "messages": []})
         await client.post("/v1/messages", content=b"{broken")  # refused before admission: not admitted
     ledger = gateway.ledger()
-    assert [(spend.cost, spend.model) for spend in sink.spends] == [
-        (Decimal(ledger[0]["costUSD"]), "claude-opus-5-5"), (None, None), (None, None)]
+    assert [(spend.cost, spend.model, spend.output_tokens) for spend in sink.spends] == [
+        (Decimal(ledger[0]["costUSD"]), "claude-opus-5-5", 30), (None, None, None), (None, None, None)]
     cached = sink.spends[0]
     assert cached.cost == (50 * 4 + 1500 * 5 + 2500 * 8 + 120000 * Decimal("0.2") + 30 * 20) / Decimal(1_000_000)
     assert (cached.attribution.identity.developer, cached.attribution.identity.cost_center) == ("bob", "engineering")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -59,16 +59,24 @@ def credential(api_key: bytes | None, authorization: bytes | None) -> bytes | No
     return None
 
 
-def identify(key: bytes | None, keys: Mapping[str, KeyEntry]) -> Identity:
+def identities(keys: Iterable[KeyEntry]) -> dict[str, Identity]:
+    """The active keys' owners by key hash, built once per bundle."""
+    return {entry.hash: Identity(key_name=entry.name, developer=entry.developer, cost_center=entry.costCenter)
+            for entry in keys if not entry.revoked}
+
+
+def identify(key: bytes | None, owners: Mapping[str, Identity], keys: Mapping[str, KeyEntry]) -> Identity:
     """The key's owner; a missing, unknown or revoked key is a 401 that never echoes the key."""
     if key is None:
         raise ProxyError("authentication_error", "missing virtual key: send it as x-api-key or Authorization: Bearer")
-    entry = keys.get(hashlib.sha256(key).hexdigest())
+    digest = hashlib.sha256(key).hexdigest()
+    owner = owners.get(digest)
+    if owner is not None:
+        return owner
+    entry = keys.get(digest)
     if entry is None:
         raise ProxyError("authentication_error", "invalid virtual key")
-    if entry.revoked:
-        raise ProxyError("authentication_error", f"virtual key {entry.name!r} has been revoked")
-    return Identity(key_name=entry.name, developer=entry.developer, cost_center=entry.costCenter)
+    raise ProxyError("authentication_error", f"virtual key {entry.name!r} has been revoked")
 
 
 def _tag(value: bytes | None) -> str | None:

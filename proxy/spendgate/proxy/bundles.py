@@ -26,6 +26,7 @@ from spendgate.policy.bundle import BundleError, KeyEntry, SignedBundle, loads
 from spendgate.policy.keys import KeysFileError
 from spendgate.policy.loader import compile_directory
 from spendgate.pricing import PriceBook
+from spendgate.proxy.attribution import Identity, identities
 from spendgate.proxy.metrics import ProxyMetrics
 
 logger = logging.getLogger("spendgate.proxy")
@@ -105,14 +106,16 @@ class ActiveBundle:
 
     signed: SignedBundle
     version: str
-    keys: Mapping[str, KeyEntry]  # by SHA-256 hex of the plaintext key
+    keys: Mapping[str, KeyEntry]  # all keys, revoked ones included, by SHA-256 hex of the plaintext key
+    owners: Mapping[str, Identity]  # the active keys' owners, by the same hash
     prices: PriceBook
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def activate(signed: SignedBundle) -> ActiveBundle:
-    return ActiveBundle(signed=signed, version=signed.version, keys={key.hash: key for key in signed.bundle.keys},
-                        prices=PriceBook(signed.bundle.pricing))
+    keys = signed.bundle.keys
+    return ActiveBundle(signed=signed, version=signed.version, keys={key.hash: key for key in keys},
+                        owners=identities(keys), prices=PriceBook(signed.bundle.pricing))
 
 
 class BundleHolder:

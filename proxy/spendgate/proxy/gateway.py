@@ -254,7 +254,8 @@ class Gateway:
         exchange.endpoint = endpoint
         inbound = read_headers(scope["headers"], identity_encoding=endpoint is Endpoint.MESSAGES)
         # 2. authenticate
-        identity = exchange.identity = identify(credential(inbound.api_key, inbound.authorization), active.keys)
+        key = credential(inbound.api_key, inbound.authorization)
+        identity = exchange.identity = identify(key, active.owners, active.keys)
         # 3. read the body; 4. attribute
         body = await read_body(receive, declared_length(inbound.content_length), self._limits[endpoint])
         parsed = parse_body(body) if endpoint in PARSED else None

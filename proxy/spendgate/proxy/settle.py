@@ -36,6 +36,7 @@ class Spend:
     decision: Forward | Reroute  # what admission decided, with its `hold` (e.g. a reservation to settle)
     cost: Decimal | None  # None: nothing billable came back (an error, a failure before any usage)
     model: str | None  # the model it was priced as
+    output_tokens: int | None  # billed output tokens (all iterations), None with cost None
     estimated: bool  # the output is a floor estimate (the stream ended before its final usage)
 
 
@@ -86,7 +87,8 @@ class Settler:
                       decision: Forward | Reroute, charge: Charge | None) -> None:
         spend = Spend(request_id=exchange.request_id, at=exchange.received_at, attribution=attribution,
                       decision=decision, cost=charge.cost if charge else None,
-                      model=charge.model if charge else None, estimated=ESTIMATED in exchange.flags)
+                      model=charge.model if charge else None,
+                      output_tokens=charge.tokens.output if charge else None, estimated=ESTIMATED in exchange.flags)
         try:
             sink.record(spend)
         except Exception:  # a failing sink must not fail the client's answer; it is counted and logged
