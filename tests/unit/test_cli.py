@@ -63,6 +63,20 @@ def test_keys_lifecycle_stores_only_hashes(tmp_path: Path, capsys: pytest.Captur
     assert main(["keys", "revoke", "--name", "bob", "--keys-file", str(keys_file)]) == 2
 
 
+def test_the_default_keys_file_beside_the_policies_is_not_a_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    for manifest in EXAMPLES.glob("*.yaml"):
+        (policies / manifest.name).write_text(manifest.read_text())
+    main(["keys", "create", "--developer", "bob", "--cost-center", "platform", "--keys-file",
+          str(policies / "keys.json")])
+    capsys.readouterr()
+    assert main(["validate", str(policies), "--keys-file", str(policies / "keys.json")]) == 0
+    assert "1 keys; 0 errors" in capsys.readouterr().out
+
+
 def test_compiled_keys_join_the_bundle(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     keys_file = tmp_path / "keys.json"
     main(["keys", "create", "--developer", "bob", "--cost-center", "platform", "--keys-file", str(keys_file)])

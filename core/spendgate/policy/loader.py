@@ -87,6 +87,8 @@ def parse_object(document: Any, source: str = "<input>") -> api.PolicyObject | P
         return PolicyError(str(kind), namespace, name, "UnsupportedVersion",
                            f"apiVersion {api_version} is not served; use {api.API_VERSION} ({source})",
                            "apiVersion")
+    if kind == "VirtualKeyList":  # the standalone keys file may sit beside the policies
+        return None
     model = KINDS.get(str(kind))
     if model is None:
         return PolicyError(str(kind), namespace, name, "UnknownKind",
