@@ -315,7 +315,9 @@ def spendgate_service(workdir: Path, upstream: str, port: int) -> Service:
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["?"])[-1]
         raise RuntimeError(f"`spendgate proxy` is not available ({last})")
-    keys_file = workdir / "keys.json"
+    home = workdir / f"spendgate-{port}"  # its keys file and ledger
+    home.mkdir(parents=True, exist_ok=True)
+    keys_file = home / "keys.json"
     created = subprocess.run([str(executable), "keys", "create", "--developer", "alice", "--cost-center", "platform",
                               "--keys-file", str(keys_file)], capture_output=True, text=True, timeout=60, check=False)
     if created.returncode != 0:
@@ -323,15 +325,18 @@ def spendgate_service(workdir: Path, upstream: str, port: int) -> Service:
     key = created.stdout.strip().splitlines()[0]
     argv = [str(executable), "proxy", "--policies", str(REPO / "examples" / "policies"), "--keys-file",
             str(keys_file), "--upstream", upstream, "--port", str(port), "--admin-port", str(free_port())]
-    argv += spendgate_feature_flags(probe.stdout, workdir)
+    argv += spendgate_feature_flags(probe.stdout, home)
     return Service("spendgate", argv, port, api_key=key, env={"ANTHROPIC_API_KEY": UPSTREAM_KEY})
 
 
 def spendgate_feature_flags(help_text: str, workdir: Path) -> list[str]:
     """Turn on (and point into the run's directory) whatever optional features the proxy offers."""
     flags: list[str] = []
-    if "--ledger" in help_text:
-        flags += ["--ledger", str(workdir / "ledger")]
+    if "--ledger " in help_text:
+        flags += ["--ledger", str(workdir / "ledger.jsonl")]
+    for state_flag in ("--journal", "--spend-journal", "--state-dir", "--data-dir"):
+        if f"{state_flag} " in help_text:  # spend state starts empty in every run: budgets stay unspent
+            flags += [state_flag, str(workdir / state_flag.strip("-"))]
     return flags
 
 
