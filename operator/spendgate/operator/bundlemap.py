@@ -14,11 +14,11 @@ import gzip
 from collections.abc import Mapping
 from typing import Any
 
-from spendgate.policy.bundle import SignedBundle, dumps
+from spendgate.policy.bundle import CONFIGMAP_GZIP_KEY, CONFIGMAP_PLAIN_KEY, SignedBundle, dumps
 
 NAME = "spendgate-bundle"
-PLAIN_KEY = "bundle.json"
-GZIP_KEY = "bundle.json.gz"
+PLAIN_KEY = CONFIGMAP_PLAIN_KEY
+GZIP_KEY = CONFIGMAP_GZIP_KEY
 HASH_ANNOTATION = "spendgate.io/content-hash"
 VERSION_ANNOTATION = "spendgate.io/bundle-version"
 LABELS = {

@@ -5,7 +5,7 @@ BundleError. The holder polls the fingerprint; on a change it loads off the even
 only a bundle that loaded cleanly: a bad one leaves the last good bundle in force and is reported
 (log, `spendgate_bundle_load_errors_total`, /readyz detail).
 
-Cluster mode reads one bundle file from a mounted ConfigMap. Kubernetes updates such a volume
+Cluster mode reads the bundle from a mounted ConfigMap. Kubernetes updates such a volume
 (about a minute after the ConfigMap changes; never with subPath) by swapping the `..data` symlink
 atomically, so stat() of the file follows the link to a new inode. Standalone mode compiles a
 policy directory and its keys file with the operator's compiler, whenever one of its files changes.
@@ -14,6 +14,7 @@ policy directory and its keys file with the operator's compiler, whenever one of
 from __future__ import annotations
 
 import asyncio
+import gzip
 import logging
 import os
 from collections.abc import Mapping
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-from spendgate.policy.bundle import BundleError, KeyEntry, SignedBundle, loads
+from spendgate.policy.bundle import CONFIGMAP_GZIP_KEY, CONFIGMAP_PLAIN_KEY, BundleError, KeyEntry, SignedBundle, loads
 from spendgate.policy.keys import KeysFileError
 from spendgate.policy.loader import compile_directory
 from spendgate.pricing import PriceBook
@@ -55,22 +56,35 @@ class BundleSource(Protocol):
 
 @dataclass(frozen=True)
 class BundleFile:
-    """Cluster mode: the compiled bundle JSON the operator wrote to a ConfigMap, mounted as a file."""
+    """Cluster mode: the compiled bundle the operator wrote to a ConfigMap, mounted as a volume.
+
+    `path` is the mounted directory (it holds bundle.json, or bundle.json.gz once the bundle
+    outgrew a plain ConfigMap) or one bundle file.
+    """
 
     path: Path
 
     def describe(self) -> str:
-        return f"bundle file {self.path}"
+        return f"bundle {self.path}"
+
+    def _candidates(self) -> list[Path]:
+        if self.path.is_dir():
+            return [self.path / CONFIGMAP_PLAIN_KEY, self.path / CONFIGMAP_GZIP_KEY]
+        return [self.path]
 
     def fingerprint(self) -> Fingerprint:
-        return (_stat(self.path),)
+        return tuple(_stat(path) for path in self._candidates())
 
     def load(self) -> SignedBundle:
+        present = [path for path in self._candidates() if path.exists()]
+        if not present:
+            raise BundleError(f"no bundle at {self.path} (the operator writes {CONFIGMAP_PLAIN_KEY} or "
+                              f"{CONFIGMAP_GZIP_KEY})")
         try:
-            data = self.path.read_bytes()
-        except OSError as error:
-            raise BundleError(f"cannot read {self.path}: {error.strerror}") from error
-        return loads(data)
+            data = present[0].read_bytes()
+            return loads(gzip.decompress(data) if present[0].suffix == ".gz" else data)
+        except OSError as error:  # gzip.BadGzipFile is an OSError too
+            raise BundleError(f"cannot read {present[0]}: {error.strerror or error}") from error
 
 
 @dataclass(frozen=True)

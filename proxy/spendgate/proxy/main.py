@@ -13,17 +13,27 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
+from functools import partial
 from pathlib import Path
 
 import uvloop
 
+from spendgate.journal import SpendJournal
+from spendgate.kube import Kube, load_configuration
 from spendgate.policy.bundle import BundleError
 from spendgate.proxy.bundles import BundleFile, BundleSource, PolicyDirectory
+from spendgate.proxy.enforce import BudgetAdmission, prune_forever
 from spendgate.proxy.ledger import STDOUT
+from spendgate.proxy.live import LiveSpend
 from spendgate.proxy.server import MIB, Proxy, Settings
+from spendgate.tracker import SpendTracker
+from spendgate.windows import utc_now
 
 UPSTREAM_KEY_ENV = "ANTHROPIC_API_KEY"
+STATE_DIR_ENV = "SPENDGATE_STATE_DIR"
+JOURNAL_NAME = "spend.journal"
 defaults = Settings(source=BundleFile(Path("bundle.json")), upstream_key="")
 
 
@@ -60,6 +70,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest silence from the upstream before the request fails (default %(default)s)")
     parser.add_argument("--upstream-connect-timeout", type=float, default=defaults.connect_timeout,
                         metavar="SECONDS", help="connection timeout (default %(default)s)")
+    enforcement = parser.add_argument_group("enforcement and the live spend loop")
+    enforcement.add_argument("--state-dir", type=Path, metavar="DIR",
+                             help="where the spend journal lives (default: $SPENDGATE_STATE_DIR, else "
+                                  "~/.local/state/spendgate/PORT); it survives restarts, SIGKILL included")
+    enforcement.add_argument("--report-namespace", metavar="NS",
+                             help="cluster: report spend in this namespace's SpendReports (the operator's) and "
+                                  "enforce on the fleet's spend; without it the proxy enforces on its own journal")
+    enforcement.add_argument("--policy-namespace", action="append", default=[], metavar="NS",
+                             help="cluster: a namespace whose Budgets' status to follow (repeatable; "
+                                  "default: the report namespace)")
+    enforcement.add_argument("--proxy-name", default=os.environ.get("POD_NAME") or socket.gethostname(),
+                             help="this proxy's SpendReport name (default: $POD_NAME, else the host name)")
+    enforcement.add_argument("--kubeconfig", type=Path, help="cluster: default in-cluster, then ~/.kube/config")
     parser.add_argument("--reload-interval", type=float, default=defaults.reload_interval, metavar="SECONDS",
                         help="how often the bundle source is checked for changes (default %(default)s)")
 
@@ -104,11 +127,38 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
+def state_dir(args: argparse.Namespace) -> Path:
+    if args.state_dir is not None:
+        return Path(args.state_dir)
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    return Path.home() / ".local" / "state" / "spendgate" / str(args.port)
+
+
+def build(args: argparse.Namespace) -> Proxy:
+    """The proxy with budget enforcement, its journal, and (in a cluster) the live spend loop."""
+    try:
+        journal = SpendJournal(state_dir(args) / JOURNAL_NAME)
+    except OSError as error:
+        raise ConfigError(f"cannot open the spend journal in {state_dir(args)}: {error.strerror}") from None
+    tracker = SpendTracker(journal)
+    budgets = BudgetAdmission(tracker)
+    proxy = Proxy(settings_from(args), admission=budgets, spend_sink=budgets)
+    live = None
+    if args.report_namespace:
+        kube = Kube(load_configuration(args.kubeconfig, None))
+        namespaces = tuple(args.policy_namespace) or (args.report_namespace,)
+        live = LiveSpend(kube, tracker, args.report_namespace, args.proxy_name, namespaces, utc_now)
+        proxy.companions.append(live.run)
+    proxy.companions.append(partial(prune_forever, tracker, lambda: proxy.bundles.current.signed.bundle, live))
+    return proxy
+
+
 def run(args: argparse.Namespace) -> int:
     # Logs go to stderr, always: stdout may be the ledger.
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        proxy = Proxy(settings_from(args))
+        proxy = build(args)
     except (ConfigError, BundleError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +73,8 @@ class Proxy:
                  spend_sink: SpendSink | None = None) -> None:
         """Loads the first bundle (a BundleError means nothing to serve); binds nothing yet."""
         self.settings = settings
+        # Tasks that run beside the servers for the proxy's lifetime (the live spend loop); add before start().
+        self.companions: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.metrics = ProxyMetrics()
         self.bundles = BundleHolder(settings.source, self.metrics)
         self.ledger = LedgerWriter(settings.ledger, settings.ledger_max_bytes, settings.ledger_backups)
@@ -97,6 +99,7 @@ class Proxy:
         await self.upstream.start()
         self._tasks = [asyncio.create_task(server.serve(sockets=[sock]))
                        for server, sock in zip(self._servers, sockets, strict=True)]
+        self._tasks.extend(asyncio.create_task(companion()) for companion in self.companions)
         self._tasks.append(asyncio.create_task(self.bundles.watch(self.settings.reload_interval)))
         while not all(server.started for server in self._servers):
             ended = next((task for task in self._tasks if task.done()), None)
@@ -112,9 +115,10 @@ class Proxy:
         """Stop accepting, let in-flight requests finish (they settle), then flush the ledger."""
         for server in self._servers:
             server.should_exit = True
-        watcher = self._tasks.pop()
-        watcher.cancel()
-        await asyncio.gather(*self._tasks, watcher, return_exceptions=True)
+        background = self._tasks[len(self._servers):]  # the bundle watcher and the companions
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.upstream.close()
         self.ledger.close()
 
