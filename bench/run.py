@@ -304,13 +304,15 @@ def bare_service(workdir: Path, upstream: str, port: int) -> Service:
     return Service("bare", argv, port, api_key=UPSTREAM_KEY)
 
 
-def spendgate_executable() -> Path:
-    return Path(sys.executable).parent / "spendgate"
+def spendgate_command() -> list[str]:
+    """The `spendgate` console script beside this Python, else the CLI module run by it."""
+    script = Path(sys.executable).parent / "spendgate"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "spendgate.cli"]
 
 
 def spendgate_service(workdir: Path, upstream: str, port: int) -> Service:
-    executable = spendgate_executable()
-    probe = subprocess.run([str(executable), "proxy", "--help"], capture_output=True, text=True, timeout=60,
+    command = spendgate_command()
+    probe = subprocess.run([*command, "proxy", "--help"], capture_output=True, text=True, timeout=60,
                            check=False)
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["?"])[-1]
@@ -318,12 +320,12 @@ def spendgate_service(workdir: Path, upstream: str, port: int) -> Service:
     home = workdir / f"spendgate-{port}"  # its keys file and ledger
     home.mkdir(parents=True, exist_ok=True)
     keys_file = home / "keys.json"
-    created = subprocess.run([str(executable), "keys", "create", "--developer", "alice", "--cost-center", "platform",
+    created = subprocess.run([*command, "keys", "create", "--developer", "alice", "--cost-center", "platform",
                               "--keys-file", str(keys_file)], capture_output=True, text=True, timeout=60, check=False)
     if created.returncode != 0:
         raise RuntimeError(f"`spendgate keys create` failed: {created.stderr.strip()[-300:]}")
     key = created.stdout.strip().splitlines()[0]
-    argv = [str(executable), "proxy", "--policies", str(REPO / "examples" / "policies"), "--keys-file",
+    argv = [*command, "proxy", "--policies", str(REPO / "examples" / "policies"), "--keys-file",
             str(keys_file), "--upstream", upstream, "--port", str(port), "--admin-port", str(free_port())]
     argv += spendgate_feature_flags(probe.stdout, home)
     return Service("spendgate", argv, port, api_key=key, env={"ANTHROPIC_API_KEY": UPSTREAM_KEY})
