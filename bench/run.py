@@ -226,10 +226,11 @@ def check_responses(target: Target) -> None:
 def run_wrk(target: Target, body_file: Path, seconds: float, connections: int = 16) -> WrkResult:
     env = {**os.environ, "BENCH_BODY": str(body_file), "BENCH_API_KEY": target.headers["x-api-key"],
            "BENCH_PATH": target.path}
-    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+    whole_seconds = max(1, round(seconds))  # wrk takes whole seconds
+    argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{whole_seconds}s", "--timeout", "10s",
             "-s", str(BENCH_DIR / "post.lua"), f"http://{target.host}:{target.port}"]
     before, others_before = cpu_times(), machine.snapshot()
-    completed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False)
+    completed = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=whole_seconds + 60, check=False)
     busy, others = cpu_busy_percent(before, cpu_times()), machine.foreign_percent(others_before, machine.snapshot())
     match = re.search(r"^BENCH_RESULT (.*)$", completed.stdout, flags=re.MULTILINE)
     if completed.returncode != 0 or match is None:
