@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from cluster.controlplane import ControlPlane  # noqa: E402
 from spendgate.api.v1alpha1 import GROUP, VERSION, Period  # noqa: E402
 from spendgate.kube import Kube, KubeError, core_path, custom_path, load_configuration  # noqa: E402
-from spendgate.operator import bundlemap  # noqa: E402
 from spendgate.operator.virtualkeys import LABEL  # noqa: E402
+from spendgate.policy import bundlemap  # noqa: E402
 from spendgate.policy.bundle import loads  # noqa: E402
 from spendgate.reporting import ReportState, SpendReporter  # noqa: E402
 from spendgate.windows import window_at  # noqa: E402

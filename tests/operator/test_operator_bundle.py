@@ -17,8 +17,8 @@ from operator_harness import (
 )
 
 from cluster.controlplane import ControlPlane
-from spendgate.operator import bundlemap
 from spendgate.operator.virtualkeys import LABEL, REVOKED_ANNOTATION
+from spendgate.policy import bundlemap
 from spendgate.policy.bundle import loads
 from spendgate.policy.keys import key_hash
 

@@ -10,7 +10,7 @@ import pytest
 from operator_harness import Api, FakeProxy, ManualClock, OperatorThread, budget, cost_center, eventually, manifests
 
 from cluster.controlplane import ControlPlane
-from spendgate.operator import bundlemap
+from spendgate.policy import bundlemap
 from spendgate.policy.bundle import loads
 
 pytestmark = pytest.mark.cluster

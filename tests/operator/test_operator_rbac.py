@@ -21,8 +21,8 @@ from operator_harness import (
 
 from cluster.controlplane import ControlPlane
 from cluster.helm import rbac_only, render
-from spendgate.operator import bundlemap
 from spendgate.operator.virtualkeys import LABEL
+from spendgate.policy import bundlemap
 
 pytestmark = pytest.mark.cluster
 

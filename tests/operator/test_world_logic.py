@@ -9,10 +9,10 @@ import pytest
 
 from spendgate.api import v1alpha1 as api
 from spendgate.kube import merge_patch
-from spendgate.operator import bundlemap
 from spendgate.operator.transitions import budget_events
 from spendgate.operator.virtualkeys import key_entry
 from spendgate.operator.world import BUDGET, SECRET, SPEND_REPORT, World
+from spendgate.policy import bundlemap
 from spendgate.policy.bundle import Bundle, CostCenterEntry, KeyEntry, sign
 from spendgate.policy.errors import PolicyError
 from spendgate.policy.keys import key_hash

@@ -26,9 +26,6 @@ from spendgate.api.v1alpha1 import (
 )
 
 SCHEMA_VERSION: Final = "spendgate.io/bundle/v1"
-# The keys of the bundle ConfigMap: plain JSON, or gzip when the plain form would not fit in 1 MiB.
-CONFIGMAP_PLAIN_KEY: Final = "bundle.json"
-CONFIGMAP_GZIP_KEY: Final = "bundle.json.gz"
 
 # Used when a Budget has no RoutingPolicy: one step down this list at the Downgrade state.
 DEFAULT_CASCADE = ("claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5")

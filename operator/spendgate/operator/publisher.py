@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from spendgate.kube import Kube, KubeError, core_path
-from spendgate.operator import bundlemap
 from spendgate.operator.metrics import OperatorMetrics
+from spendgate.policy import bundlemap
 from spendgate.policy.bundle import SignedBundle
 
 logger = logging.getLogger(__name__)

@@ -17,13 +17,19 @@ import asyncio
 import gzip
 import logging
 import os
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from spendgate.policy.bundle import CONFIGMAP_GZIP_KEY, CONFIGMAP_PLAIN_KEY, BundleError, KeyEntry, SignedBundle, loads
+import kubernetes
+
+from spendgate.kube import Kube, core_path
+from spendgate.policy import bundlemap
+from spendgate.policy.bundle import BundleError, KeyEntry, SignedBundle, loads
+from spendgate.policy.bundlemap import GZIP_KEY, PLAIN_KEY
 from spendgate.policy.keys import KeysFileError
 from spendgate.policy.loader import compile_directory
 from spendgate.pricing import PriceBook
@@ -69,7 +75,7 @@ class BundleFile:
 
     def _candidates(self) -> list[Path]:
         if self.path.is_dir():
-            return [self.path / CONFIGMAP_PLAIN_KEY, self.path / CONFIGMAP_GZIP_KEY]
+            return [self.path / PLAIN_KEY, self.path / GZIP_KEY]
         return [self.path]
 
     def fingerprint(self) -> Fingerprint:
@@ -78,13 +84,59 @@ class BundleFile:
     def load(self) -> SignedBundle:
         present = [path for path in self._candidates() if path.exists()]
         if not present:
-            raise BundleError(f"no bundle at {self.path} (the operator writes {CONFIGMAP_PLAIN_KEY} or "
-                              f"{CONFIGMAP_GZIP_KEY})")
+            raise BundleError(f"no bundle at {self.path} (the operator writes {PLAIN_KEY} or "
+                              f"{GZIP_KEY})")
         try:
             data = present[0].read_bytes()
             return loads(gzip.decompress(data) if present[0].suffix == ".gz" else data)
         except OSError as error:  # gzip.BadGzipFile is an OSError too
             raise BundleError(f"cannot read {present[0]}: {error.strerror or error}") from error
+
+
+class ConfigMapBundle:
+    """Cluster mode's fast path: the bundle ConfigMap read through the API and followed by a watch,
+    so a policy change reaches the proxy in about a second instead of the kubelet's minute or so.
+    Needs get/list/watch on that one ConfigMap (the chart grants it)."""
+
+    def __init__(self, configuration: kubernetes.client.Configuration, namespace: str, name: str) -> None:
+        self._configuration = configuration
+        self._namespace, self._name = namespace, name
+        self._document: bytes | None = None
+
+    def describe(self) -> str:
+        return f"ConfigMap {self._namespace}/{self._name}"
+
+    def fingerprint(self) -> Fingerprint:
+        document = self._document or b""
+        return ((self.describe(), len(document), zlib.crc32(document), 0),)
+
+    def load(self) -> SignedBundle:
+        if self._document is None:
+            self._document = self._read_now()
+        return loads(self._document)
+
+    def _read_now(self) -> bytes:
+        """The first read, before the event loop runs (the proxy needs a bundle to start)."""
+        api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(self._configuration))
+        try:
+            found = api.read_namespaced_config_map(self._name, self._namespace)
+        except (kubernetes.client.ApiException, OSError) as error:
+            raise BundleError(f"cannot read {self.describe()}: {getattr(error, 'reason', error)}") from error
+        return self._document_of({"data": found.data, "binaryData": found.binary_data})
+
+    def _document_of(self, configmap: Mapping[str, Any]) -> bytes:
+        document = bundlemap.document(configmap)
+        if document is None:
+            raise BundleError(f"{self.describe()} holds neither {PLAIN_KEY} nor {GZIP_KEY}")
+        return document
+
+    async def follow(self, kube: Kube) -> None:
+        """Keep the document current; the holder's polling notices the change and swaps it in."""
+        query = {"fieldSelector": f"metadata.name={self._name}"}
+        async for kind, configmaps in kube.watch(core_path("configmaps", self._namespace), query):
+            for configmap in configmaps:
+                if kind != "DELETED":  # a deleted ConfigMap leaves the last good bundle in force
+                    self._document = bundlemap.document(configmap) or self._document
 
 
 @dataclass(frozen=True)

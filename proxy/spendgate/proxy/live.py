@@ -50,10 +50,10 @@ class LiveSpend:
     # report --------------------------------------------------------------------------------
 
     async def _report_forever(self) -> None:
-        await _retrying("resume the SpendReport", self._resume)
+        await retrying("resume the SpendReport", self._resume)
         while True:
             await asyncio.sleep(REPORT_INTERVAL)
-            await _retrying("report spend", self.report_once)
+            await retrying("report spend", self.report_once)
 
     async def _resume(self) -> None:
         await self._reporter.resume()
@@ -82,7 +82,7 @@ class LiveSpend:
     # learn ---------------------------------------------------------------------------------
 
     async def _watch_forever(self, namespace: str) -> None:
-        await _retrying(f"watch Budgets in {namespace}", lambda: self._watch(namespace), forever=True)
+        await retrying(f"watch Budgets in {namespace}", lambda: self._watch(namespace), forever=True)
 
     async def _watch(self, namespace: str) -> None:
         async for kind, budgets in self._kube.watch(custom_path("budgets", namespace)):
@@ -101,7 +101,7 @@ class LiveSpend:
             self._tracker.set_global(budget_id, str(window), Decimal(str(spent)))
 
 
-async def _retrying(what: str, action: Callable[[], Any], forever: bool = False) -> None:
+async def retrying(what: str, action: Callable[[], Any], forever: bool = False) -> None:
     """Run `action` until it succeeds (or, with `forever`, keep running it), backing off on errors."""
     backoff = REPORT_INTERVAL
     while True:

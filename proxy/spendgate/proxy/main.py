@@ -18,15 +18,16 @@ import sys
 from functools import partial
 from pathlib import Path
 
+import kubernetes
 import uvloop
 
 from spendgate.journal import SpendJournal
 from spendgate.kube import Kube, load_configuration
 from spendgate.policy.bundle import BundleError
-from spendgate.proxy.bundles import BundleFile, BundleSource, PolicyDirectory
+from spendgate.proxy.bundles import BundleFile, BundleSource, ConfigMapBundle, PolicyDirectory
 from spendgate.proxy.enforce import BudgetAdmission, prune_forever
 from spendgate.proxy.ledger import STDOUT
-from spendgate.proxy.live import LiveSpend
+from spendgate.proxy.live import LiveSpend, retrying
 from spendgate.proxy.server import MIB, Proxy, Settings
 from spendgate.tracker import SpendTracker
 from spendgate.windows import utc_now
@@ -45,8 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--policies", type=Path, metavar="DIR",
                         help="standalone: compile the policy manifests in DIR (recompiled when they change)")
-    source.add_argument("--bundle", type=Path, metavar="FILE",
-                        help="cluster: the compiled bundle from a mounted ConfigMap (reloaded when it changes)")
+    source.add_argument("--bundle", type=Path, metavar="PATH",
+                        help="cluster: the mounted bundle ConfigMap (a directory) or a bundle file; reloaded "
+                             "when the kubelet updates it (about a minute after the ConfigMap changes)")
+    source.add_argument("--bundle-configmap", metavar="NS/NAME",
+                        help="cluster: read the bundle ConfigMap through the API and watch it (about a second; "
+                             "needs get/list/watch on it)")
     parser.add_argument("--keys-file", type=Path, metavar="F", help="standalone keys file (default: DIR/keys.json)")
     parser.add_argument("--upstream", default=defaults.upstream_url, metavar="URL",
                         help=f"the Anthropic API to forward to (default {defaults.upstream_url})")
@@ -103,6 +108,11 @@ def read_upstream_key(key_file: Path | None) -> str:
 
 
 def source_from(args: argparse.Namespace) -> BundleSource:
+    if args.bundle_configmap is not None:
+        namespace, _, name = args.bundle_configmap.partition("/")
+        if not namespace or not name:
+            raise ConfigError(f"--bundle-configmap wants NAMESPACE/NAME, not {args.bundle_configmap!r}")
+        return ConfigMapBundle(kube_configuration(args), namespace, name)
     if args.bundle is not None:
         return BundleFile(args.bundle)
     return PolicyDirectory(args.policies, args.keys_file or args.policies / "keys.json")
@@ -127,6 +137,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
+def kube_configuration(args: argparse.Namespace) -> kubernetes.client.Configuration:
+    try:
+        return load_configuration(args.kubeconfig, None)
+    except (kubernetes.config.ConfigException, OSError) as error:
+        raise ConfigError(f"no Kubernetes credentials (in-cluster or --kubeconfig): {error}") from None
+
+
 def state_dir(args: argparse.Namespace) -> Path:
     if args.state_dir is not None:
         return Path(args.state_dir)
@@ -143,10 +160,14 @@ def build(args: argparse.Namespace) -> Proxy:
         raise ConfigError(f"cannot open the spend journal in {state_dir(args)}: {error.strerror}") from None
     tracker = SpendTracker(journal)
     budgets = BudgetAdmission(tracker)
-    proxy = Proxy(settings_from(args), admission=budgets, spend_sink=budgets)
+    settings = settings_from(args)
+    proxy = Proxy(settings, admission=budgets, spend_sink=budgets)
+    if isinstance(settings.source, ConfigMapBundle):
+        follow = partial(settings.source.follow, Kube(kube_configuration(args)))
+        proxy.companions.append(partial(retrying, "watch the bundle ConfigMap", follow, forever=True))
     live = None
     if args.report_namespace:
-        kube = Kube(load_configuration(args.kubeconfig, None))
+        kube = Kube(kube_configuration(args))
         namespaces = tuple(args.policy_namespace) or (args.report_namespace,)
         live = LiveSpend(kube, tracker, args.report_namespace, args.proxy_name, namespaces, utc_now)
         proxy.companions.append(live.run)

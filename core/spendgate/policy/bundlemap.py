@@ -1,4 +1,5 @@
-"""The policy bundle as a ConfigMap: one object per target namespace, same content everywhere.
+"""The policy bundle as a ConfigMap: the operator writes it (one per target namespace, same content
+everywhere); the proxies read it, from a mounted volume or through the API.
 
 The document is the canonical JSON of spendgate.policy.bundle, under the key `bundle.json`. A
 ConfigMap holds at most 1 MiB, so a bundle larger than MAX_DATA_BYTES is stored gzip-compressed
@@ -14,11 +15,11 @@ import gzip
 from collections.abc import Mapping
 from typing import Any
 
-from spendgate.policy.bundle import CONFIGMAP_GZIP_KEY, CONFIGMAP_PLAIN_KEY, SignedBundle, dumps
+from spendgate.policy.bundle import SignedBundle, dumps
 
 NAME = "spendgate-bundle"
-PLAIN_KEY = CONFIGMAP_PLAIN_KEY
-GZIP_KEY = CONFIGMAP_GZIP_KEY
+PLAIN_KEY = "bundle.json"
+GZIP_KEY = "bundle.json.gz"  # when the plain form would not fit in a ConfigMap
 HASH_ANNOTATION = "spendgate.io/content-hash"
 VERSION_ANNOTATION = "spendgate.io/bundle-version"
 LABELS = {

@@ -1,0 +1,87 @@
+"""Where a proxy in a cluster gets its bundle: the mounted ConfigMap directory (plain or gzip), or
+the ConfigMap itself through the API, followed by a watch."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from cluster.controlplane import ControlPlane
+from spendgate.kube import Kube, load_configuration
+from spendgate.policy import bundlemap
+from spendgate.policy.bundle import Bundle, BundleError, SignedBundle, dumps, sign
+from spendgate.proxy.bundles import BundleFile, ConfigMapBundle
+
+
+def bundle(cascade: str = "claude-opus-5-5") -> SignedBundle:
+    return sign(Bundle(defaultCascade=[cascade, "claude-haiku-5-5"]))
+
+
+def test_a_mounted_directory_with_either_key(tmp_path: Path) -> None:
+    signed = bundle()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / bundlemap.PLAIN_KEY).write_text(bundlemap.render(signed, "ns")["data"][bundlemap.PLAIN_KEY])
+    assert BundleFile(plain).load() == signed
+
+    packed = tmp_path / "packed"  # what the kubelet mounts from binaryData once the bundle outgrew 1 MiB
+    packed.mkdir()
+    (packed / bundlemap.GZIP_KEY).write_bytes(gzip.compress(dumps(signed)))
+    assert BundleFile(packed).load() == signed
+
+
+def test_an_empty_or_broken_mount_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(BundleError, match=r"no bundle at .* \(the operator writes bundle.json or bundle.json.gz\)"):
+        BundleFile(tmp_path).load()
+    (tmp_path / bundlemap.GZIP_KEY).write_bytes(b"not gzip")
+    with pytest.raises(BundleError, match="cannot read"):
+        BundleFile(tmp_path).load()
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> str:
+    name = f"src-{uuid.uuid4().hex[:6]}"
+    control_plane.kubectl("create", "namespace", name)
+    return name
+
+
+@pytest.fixture
+async def kube(control_plane: ControlPlane) -> AsyncIterator[Kube]:
+    client = Kube(load_configuration(control_plane.kubeconfig, None))
+    yield client
+    await client.close()
+
+
+def publish(control_plane: ControlPlane, signed: SignedBundle, namespace: str) -> None:
+    control_plane.apply(json.dumps(bundlemap.render(signed, namespace)))
+
+
+async def test_the_configmap_through_the_api_follows_changes(control_plane: ControlPlane, namespace: str,
+                                                              kube: Kube) -> None:
+    first, second = bundle(), bundle("claude-sonnet-5-5")
+    publish(control_plane, first, namespace)
+    source = ConfigMapBundle(load_configuration(control_plane.kubeconfig, None), namespace, bundlemap.NAME)
+    assert source.load() == first
+    before = source.fingerprint()
+    follower = asyncio.create_task(source.follow(kube))
+    try:
+        publish(control_plane, second, namespace)
+        for _ in range(100):
+            if source.fingerprint() != before:
+                break
+            await asyncio.sleep(0.05)
+        assert source.load() == second
+    finally:
+        follower.cancel()
+
+
+def test_a_missing_configmap_is_a_clear_error(control_plane: ControlPlane, namespace: str) -> None:
+    configuration = load_configuration(control_plane.kubeconfig, None)
+    with pytest.raises(BundleError, match=f"cannot read ConfigMap {namespace}/spendgate-bundle: Not Found"):
+        ConfigMapBundle(configuration, namespace, bundlemap.NAME).load()
