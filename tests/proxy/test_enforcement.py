@@ -56,6 +56,15 @@ async def enforcing(start_gateway: StartGateway, journal: Path) -> Running:
     return await start_gateway(admission=budgets, spend_sink=budgets)
 
 
+async def already_spent(start_gateway: StartGateway, policies: Path, tmp_path: Path, spent: str,
+                        mode: str = "Enforce") -> Running:
+    """An enforcing gateway whose journal already holds `spent` dollars on the $1.00 budget today."""
+    with_budget(policies, mode)
+    journal = tmp_path / "journal"
+    SpendJournal(journal).append("earlier", [("ai-budgets/alice-dollar", today_in_berlin())], Decimal(spent))
+    return await enforcing(start_gateway, journal)
+
+
 async def send(running: Running, key: str, stream: bool = False, **body: Any) -> Any:
     async with running.client(key) as client:
         return await client.post("/v1/messages", json=message_request(stream=stream, **body))
@@ -101,10 +110,7 @@ async def test_alert_then_downgrade_then_pause(start_gateway: StartGateway, poli
 
 async def test_downgrade_is_announced_and_keeps_the_rest_of_the_request(
         start_gateway: StartGateway, policies: Path, keys: Keys, priced: MockUpstream, tmp_path: Path) -> None:
-    with_budget(policies)
-    journal = tmp_path / "journal"
-    SpendJournal(journal).append("earlier", [("ai-budgets/alice-dollar", today_in_berlin())], Decimal("0.97"))
-    running = await enforcing(start_gateway, journal)
+    running = await already_spent(start_gateway, policies, tmp_path, "0.97")
     tools = [{"name": "get_weather", "input_schema": {"type": "object"}}]
     response = await send(running, keys.alice, tools=tools, system=[{"type": "text", "text": "be brief"}])
     assert response.status_code == 200
@@ -117,10 +123,7 @@ async def test_downgrade_is_announced_and_keeps_the_rest_of_the_request(
 
 async def test_usage_headers_on_success(start_gateway: StartGateway, policies: Path, keys: Keys,
                                         priced: MockUpstream, tmp_path: Path) -> None:
-    with_budget(policies)
-    journal = tmp_path / "journal"
-    SpendJournal(journal).append("earlier", [("ai-budgets/alice-dollar", today_in_berlin())], Decimal("0.85"))
-    running = await enforcing(start_gateway, journal)
+    running = await already_spent(start_gateway, policies, tmp_path, "0.85")
     headers = (await send(running, keys.alice)).headers
     assert {name: headers[name] for name in headers if name.startswith(("anthropic-ratelimit-unified",
                                                                          "x-spendgate"))} == {
@@ -136,10 +139,7 @@ async def test_usage_headers_on_success(start_gateway: StartGateway, policies: P
 
 async def test_paused_survives_a_restart_and_spares_free_routes(
         start_gateway: StartGateway, policies: Path, keys: Keys, priced: MockUpstream, tmp_path: Path) -> None:
-    with_budget(policies)
-    journal = tmp_path / "journal"
-    SpendJournal(journal).append("earlier", [("ai-budgets/alice-dollar", today_in_berlin())], Decimal("1.20"))
-    running = await enforcing(start_gateway, journal)
+    running = await already_spent(start_gateway, policies, tmp_path, "1.20")
     assert (await send(running, keys.alice)).status_code == 429
     async with running.client(keys.alice) as client:
         counted = await client.post("/v1/messages/count_tokens", json={"model": OPUS, "messages": []})
@@ -151,10 +151,7 @@ async def test_paused_survives_a_restart_and_spares_free_routes(
 
 async def test_dry_run_records_but_never_acts(start_gateway: StartGateway, policies: Path, keys: Keys,
                                               priced: MockUpstream, tmp_path: Path) -> None:
-    with_budget(policies, mode="DryRun")
-    journal = tmp_path / "journal"
-    SpendJournal(journal).append("earlier", [("ai-budgets/alice-dollar", today_in_berlin())], Decimal("5"))
-    running = await enforcing(start_gateway, journal)
+    running = await already_spent(start_gateway, policies, tmp_path, "5", mode="DryRun")
     response = await send(running, keys.alice)
     assert response.status_code == 200
     assert priced.requests[-1].json()["model"] == OPUS
@@ -165,10 +162,7 @@ async def test_dry_run_records_but_never_acts(start_gateway: StartGateway, polic
 
 async def test_the_sdk_sees_a_rate_limit_error_with_the_message(
         start_gateway: StartGateway, policies: Path, keys: Keys, priced: MockUpstream, tmp_path: Path) -> None:
-    with_budget(policies)
-    journal = tmp_path / "journal"
-    SpendJournal(journal).append("earlier", [("ai-budgets/alice-dollar", today_in_berlin())], Decimal("1.10"))
-    running = await enforcing(start_gateway, journal)
+    running = await already_spent(start_gateway, policies, tmp_path, "1.10")
     client = anthropic.AsyncAnthropic(api_key=keys.alice, base_url=running.url, max_retries=3)
     with pytest.raises(anthropic.RateLimitError) as raised:
         await client.messages.create(model=OPUS, max_tokens=100, messages=[{"role": "user", "content": "hi"}])
