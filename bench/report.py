@@ -166,7 +166,7 @@ def targets_table(inputs: Inputs) -> list[str]:
         ("added p50, 400 KB body", f"<= {TARGET_ADDED_LARGE_MS} ms",
          _check(added(sg, inputs.direct, "large", "p50_ms"), TARGET_ADDED_LARGE_MS, False, " ms")),
         ("RSS after load", f"<= {TARGET_RSS_MB:.0f} MB",
-         _check(None if sg.rss_bytes is None else sg.rss_bytes / 2**20, TARGET_RSS_MB, False, " MB", "{:.0f}")),
+         _check(None if sg.rss_bytes is None else sg.rss_bytes / 2**20, TARGET_RSS_MB, False, " MB", "{:.1f}")),
         ("ready (spawn to first 200)", f"<= {TARGET_READY_S:.0f} s", _check(sg.ready_s, TARGET_READY_S, False, " s")),
         ("policy compile, 1,000 Budgets / 50 cost centers", f"< {TARGET_COMPILE_S:.0f} s",
          _check(compile_s, TARGET_COMPILE_S, False, " s", "{:.3f}")),
