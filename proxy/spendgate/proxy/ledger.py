@@ -1,7 +1,9 @@
 """The ledger: one JSON line per request, the input of dry-run and chargeback. Schema: docs/ledger.md.
 
 Writes never wait on the disk per request: records are buffered and written together, at most
-20 ms after the first of a batch (one write system call per batch, not per request). A file
+20 ms after the first of a batch (one write system call per batch, not per request). The one
+exception is spend the spend sink journals: settle flushes its line first, so a SIGKILL never
+leaves journaled (budget-counted) spend missing from the ledger. A file
 ledger rotates by size, like logrotate's `size` rule: `ledger.jsonl` becomes `ledger.jsonl.1`,
 and so on up to the configured number of backups.
 """

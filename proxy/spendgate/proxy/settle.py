@@ -63,6 +63,10 @@ class Settler:
         decision = exchange.decision
         if (self._sink is not None and exchange.admitted and exchange.attribution is not None
                 and not isinstance(decision, Reject)):
+            if charge is not None:
+                # The sink journals this spend, SIGKILL-safe; the ledger line must be as safe, or a
+                # killed proxy leaves spend that its budgets count and its ledger (chargeback) lacks.
+                self._ledger.flush()
             self._record_spend(self._sink, exchange, exchange.attribution, decision, charge)
         return charge
 
