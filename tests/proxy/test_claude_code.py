@@ -6,40 +6,26 @@ runs offline here: its only network peer is the gateway, in front of the mock up
 
 from __future__ import annotations
 
-import asyncio
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
+from proxy.claude_code import install_claude
+from proxy.claude_code import run_claude as run_claude_at
 from proxy.proxy_harness import Keys, Running, StartGateway
 from spendgate.proxy.admission import AdmissionRequest, Decision, Reject
 from spendgate.testing.upstream import TEXT, MockUpstream
 
-INSTALLER = Path(__file__).parents[2] / "hack" / "install-claude-code.sh"
 pytestmark = pytest.mark.claude
 
 
 @pytest.fixture(scope="session")
 def claude() -> Path:
-    installed = subprocess.run([str(INSTALLER)], check=True, capture_output=True, text=True, timeout=600)
-    return Path(installed.stdout.strip())
+    return install_claude()
 
 
 async def run_claude(claude: Path, gateway: Running, key: str, workdir: Path) -> tuple[int | None, str, str]:
-    home = workdir / "home"
-    home.mkdir(exist_ok=True)
-    environment = {
-        "PATH": os.environ["PATH"], "HOME": str(home), "ANTHROPIC_BASE_URL": gateway.url,
-        "ANTHROPIC_API_KEY": key, "DISABLE_TELEMETRY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "ANTHROPIC_CUSTOM_HEADERS": "x-spendgate-repo: org/payments\nx-spendgate-branch: main",
-    }
-    process = await asyncio.create_subprocess_exec(
-        str(claude), "-p", "Run the tests and tell me if they pass.", cwd=workdir, env=environment,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
-    return process.returncode, stdout.decode(), stderr.decode()
+    return await run_claude_at(claude, gateway.url, key, workdir)
 
 
 async def test_a_claude_code_turn_through_the_gateway(claude: Path, gateway: Running, keys: Keys,
