@@ -25,9 +25,9 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 
-from spendgate.api.v1alpha1 import BudgetState, Enforcement, ScopeKind
+from spendgate.api.v1alpha1 import BudgetState, Enforcement, Period, ScopeKind
 from spendgate.policy.bundle import BudgetEntry, Bundle, CostCenterEntry, RoutingPolicyEntry, RuleEntry
-from spendgate.spend import at_least, format_percent, most_severe, state_for, to_cents
+from spendgate.spend import Thresholds, at_least, format_percent, most_severe, to_cents
 from spendgate.windows import Window, window_at, zone
 
 # The built-in behaviour of the Downgrade state when a policy has no rule for it.
@@ -59,7 +59,7 @@ class SpendView(Protocol):
     def in_flight(self, budget_id: str, window_id: str) -> Decimal: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Standing:
     """One budget's position for this request."""
 
@@ -68,10 +68,7 @@ class Standing:
     spent: Decimal  # settled
     in_flight: Decimal
     state: BudgetState
-
-    @property
-    def limit(self) -> Decimal:
-        return Decimal(self.budget.limitUSD)
+    limit: Decimal
 
     @property
     def remaining(self) -> Decimal:
@@ -108,16 +105,23 @@ class Decision:
 
 
 class BudgetIndex:
-    """A bundle arranged for lookups on the hot path (built once per bundle)."""
+    """A bundle arranged for lookups on the hot path (built once per bundle): the budgets covering
+    each caller, each budget's limit and threshold amounts, and its current window (recomputed
+    only when the window ends)."""
 
     def __init__(self, bundle: Bundle) -> None:
         self.bundle = bundle
         self.cost_centers: dict[str, CostCenterEntry] = {c.name: c for c in bundle.costCenters}
         self.policies: dict[str, RoutingPolicyEntry] = {p.id: p for p in bundle.routingPolicies}
         self._by_scope: dict[tuple[ScopeKind, str | None], list[BudgetEntry]] = defaultdict(list)
+        self._limits: dict[str, tuple[Decimal, Thresholds]] = {}
+        self._windows: dict[tuple[Period, str], Window] = {}
+        self._covering: dict[Caller, list[BudgetEntry]] = {}  # callers are keys x repositories: few
         for budget in bundle.budgets:
             key_name = budget.costCenter if budget.scope.kind is ScopeKind.COST_CENTER else budget.scope.name
             self._by_scope[(budget.scope.kind, key_name)].append(budget)
+            limit = Decimal(budget.limitUSD)
+            self._limits[budget.id] = (limit, Thresholds.of(limit, budget.thresholds))
 
     def chain(self, cost_center: str) -> tuple[str, ...]:
         """The cost center and its ancestors; a request is charged to all of them."""
@@ -125,6 +129,12 @@ class BudgetIndex:
         return (cost_center, *entry.ancestors) if entry else (cost_center,)
 
     def budgets_for(self, caller: Caller) -> list[BudgetEntry]:
+        found = self._covering.get(caller)
+        if found is None:
+            found = self._covering[caller] = self._find_budgets(caller)
+        return found
+
+    def _find_budgets(self, caller: Caller) -> list[BudgetEntry]:
         chain = self.chain(caller.cost_center)
         found = [b for cc in chain for b in self._by_scope.get((ScopeKind.COST_CENTER, cc), [])]
         for kind, name in ((ScopeKind.DEVELOPER, caller.developer), (ScopeKind.VIRTUAL_KEY, caller.key_name),
@@ -139,26 +149,33 @@ class BudgetIndex:
             return list(self.bundle.defaultCascade), []
         return policy.cascade, policy.rules
 
+    def limits(self, budget: BudgetEntry) -> tuple[Decimal, Thresholds]:
+        return self._limits[budget.id]
 
-def standing(budget: BudgetEntry, spend: SpendView, now: datetime) -> Standing:
-    window = window_at(budget.window.period, budget.window.timeZone, now)
+    def window(self, budget: BudgetEntry, now: datetime) -> Window:
+        key = (budget.window.period, budget.window.timeZone)
+        window = self._windows.get(key)
+        if window is None or not window.start <= now < window.end:
+            window = self._windows[key] = window_at(budget.window.period, budget.window.timeZone, now)
+        return window
+
+
+def standing(index: BudgetIndex, budget: BudgetEntry, spend: SpendView, now: datetime) -> Standing:
+    window = index.window(budget, now)
     settled = spend.settled(budget.id, window.id)
     in_flight = spend.in_flight(budget.id, window.id)
-    limit = Decimal(budget.limitUSD)
-    settled_state = state_for(settled, limit, budget.thresholds)
-    if settled_state is BudgetState.PAUSED:
-        state = BudgetState.PAUSED
-    else:  # reservations may push towards Downgrade, never to Paused
-        projected = state_for(settled + in_flight, limit, budget.thresholds)
-        capped = BudgetState.DOWNGRADE if projected is BudgetState.PAUSED else projected
-        state = most_severe([settled_state, capped])
-    return Standing(budget=budget, window=window, spent=settled, in_flight=in_flight, state=state)
+    limit, thresholds = index.limits(budget)
+    state = thresholds.state(settled)
+    if in_flight and state is not BudgetState.PAUSED:  # reservations may push towards Downgrade, never Paused
+        projected = thresholds.state(settled + in_flight)
+        state = most_severe([state, BudgetState.DOWNGRADE if projected is BudgetState.PAUSED else projected])
+    return Standing(budget=budget, window=window, spent=settled, in_flight=in_flight, state=state, limit=limit)
 
 
 def decide(
     index: BudgetIndex, caller: Caller, requested_model: str, input_tokens: int, spend: SpendView, now: datetime
 ) -> Decision:
-    standings = [standing(budget, spend, now) for budget in index.budgets_for(caller)]
+    standings = [standing(index, budget, spend, now) for budget in index.budgets_for(caller)]
     proposals = [propose(index, s, requested_model, input_tokens) for s in standings]
     enforced = [p for p in proposals if p.standing.enforced]
     dry_run = [p for p in proposals if not p.standing.enforced and p.action is not Action.FORWARD]
@@ -179,6 +196,8 @@ def propose(index: BudgetIndex, standing: Standing, requested_model: str, input_
     if standing.state is BudgetState.PAUSED:
         return Proposal(standing, Action.PAUSE, requested_model)
     cascade, rules = index.cascade_for(standing.budget)
+    if not rules and not at_least(standing.state, BudgetState.DOWNGRADE):
+        return Proposal(standing, Action.FORWARD, requested_model)  # nothing can route it: the common case
     position = cascade_position(cascade, requested_model)
     if position is None:  # a model the cascade cannot place is forwarded as asked
         return Proposal(standing, Action.FORWARD, requested_model)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
+import orjson
+
 Charge = tuple[str, str]  # (budget id, window id)
 
 
@@ -49,9 +51,7 @@ class SpendJournal:
                 os.write(self._fd, b"\n")
 
     def append(self, request_id: str, charges: Sequence[Charge], cost: Decimal) -> None:
-        line = json.dumps({"r": request_id, "c": str(cost), "b": [list(c) for c in charges]},
-                          separators=(",", ":")) + "\n"
-        os.write(self._fd, line.encode())
+        os.write(self._fd, orjson.dumps({"r": request_id, "c": str(cost), "b": charges}) + b"\n")
         if self._fsync:
             os.fsync(self._fd)
 

@@ -22,15 +22,31 @@ def percent_used(spent: Decimal, limit: Decimal) -> Decimal:
     return spent * HUNDRED / limit
 
 
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """A budget's thresholds as dollar amounts: states are then plain comparisons (no division)."""
+
+    alert: Decimal
+    downgrade: Decimal
+    pause: Decimal
+
+    @classmethod
+    def of(cls, limit: Decimal, thresholds: ThresholdEntry) -> Thresholds:
+        return cls(limit * thresholds.alertPercent / HUNDRED, limit * thresholds.downgradePercent / HUNDRED,
+                   limit * thresholds.pausePercent / HUNDRED)
+
+    def state(self, spent: Decimal) -> BudgetState:
+        if spent >= self.pause:
+            return BudgetState.PAUSED
+        if spent >= self.downgrade:
+            return BudgetState.DOWNGRADE
+        if spent >= self.alert:
+            return BudgetState.ALERT
+        return BudgetState.OK
+
+
 def state_for(spent: Decimal, limit: Decimal, thresholds: ThresholdEntry) -> BudgetState:
-    used = percent_used(spent, limit)
-    if used >= thresholds.pausePercent:
-        return BudgetState.PAUSED
-    if used >= thresholds.downgradePercent:
-        return BudgetState.DOWNGRADE
-    if used >= thresholds.alertPercent:
-        return BudgetState.ALERT
-    return BudgetState.OK
+    return Thresholds.of(limit, thresholds).state(spent)
 
 
 def most_severe(states: Iterable[BudgetState]) -> BudgetState:
