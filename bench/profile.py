@@ -8,12 +8,14 @@ is installed on first use into its own virtualenv under the bench cache director
     python bench/profile.py spendgate --body large --connections 1
     python bench/profile.py bare --seconds 20 --top 40
 
-The raw collapsed stacks are kept (--out) for a flame graph (e.g. speedscope or flamegraph.pl).
+The raw collapsed stacks are kept (default: ~/.cache/spendgate/bench/profiles/, or --out) for a
+flame graph (e.g. speedscope or flamegraph.pl).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -155,7 +157,9 @@ def main() -> None:
         spawned = service.start(workdir)
         run.wait_ready(service, spawned, run.bodies.small_body(), gateway.ready_limit_s)
         run.run_wrk(service.target(), body_file, 2.0, args.connections)  # warm-up
-        collapsed = args.out or workdir / "profile.txt"
+        mode = f"{'stream' if args.stream else 'non-stream'}-{args.body}-c{args.connections}"
+        collapsed = args.out or run.cache_dir() / "profiles" / f"{args.gateway}-{mode}.txt"
+        collapsed.parent.mkdir(parents=True, exist_ok=True)
         assert service.process is not None
         flags = ["--native"] if args.native else ["--nonblocking"]
         spy_run = subprocess.Popen(["taskset", "-c", run.LOAD_CPU, str(spy), "record", "--pid",
@@ -175,6 +179,7 @@ def main() -> None:
     finally:
         service.stop()
         mock.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
