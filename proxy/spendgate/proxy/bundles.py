@@ -14,6 +14,7 @@ policy directory and its keys file with the operator's compiler, whenever one of
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import logging
 import os
@@ -180,8 +181,22 @@ class ActiveBundle:
 
 def activate(signed: SignedBundle) -> ActiveBundle:
     keys = signed.bundle.keys
-    return ActiveBundle(signed=signed, version=signed.version, keys={key.hash: key for key in keys},
-                        owners=identities(keys), prices=PriceBook(signed.bundle.pricing))
+    active = ActiveBundle(signed=signed, version=signed.version, keys={key.hash: key for key in keys},
+                          owners=identities(keys), prices=PriceBook(signed.bundle.pricing))
+    _keep_out_of_the_collectors_way(active)
+    return active
+
+
+def _keep_out_of_the_collectors_way(active: ActiveBundle) -> None:
+    """The bundle and the price tables live as long as the bundle is in force: load the prices of the
+    cascade models now, then freeze everything alive so full collections stop rescanning it (they
+    cost ~50 ms and showed up as p99 spikes under load)."""
+    bundle = active.signed.bundle
+    today = datetime.now(UTC).date()
+    for model in {*bundle.defaultCascade, *(m for policy in bundle.routingPolicies for m in policy.cascade)}:
+        active.prices.rates(model, today)
+    gc.collect()
+    gc.freeze()
 
 
 class BundleHolder:
