@@ -14,7 +14,7 @@ import orjson
 from spendgate.proxy.server import Proxy
 
 # A made-up upstream key: tests check it reaches the upstream and nothing else.
-UPSTREAM_KEY = "sk-ant-api03-TEST-UPSTREAM-SECRET-7f3a9c1e"
+UPSTREAM_KEY = "test-upstream-secret-7f3a9c1e-not-a-real-key"
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,7 @@ async def test_quick_start(policies: Path, tmp_path: Path, upstream: MockUpstrea
 
 
 async def test_upstream_key_from_a_file(policies: Path, tmp_path: Path, upstream: MockUpstream) -> None:
-    (tmp_path / "secret").write_text("sk-ant-from-a-mounted-secret\n")
+    (tmp_path / "secret").write_text("upstream-key-from-a-mounted-secret\n")
     port, admin_port = free_port(), free_port()
     proxy = await spendgate("proxy", "--policies", str(policies), "--keys-file", str(tmp_path / "none.json"),
                             "--upstream", upstream.url, "--upstream-key-file", str(tmp_path / "secret"),
