@@ -5,11 +5,14 @@ It implements enforcement's SpendView. For one (budget, window):
     settled = global - reported + local
 
 `global` is Budget.status.spentUSD as the operator folded it from every proxy's SpendReport,
-`reported` what this proxy's last accepted SpendReport said, and `local` what this proxy has
-journaled. The status includes *some* earlier report of this proxy (never more than `reported`),
-so the sum never exceeds the true fleet-wide spend: a pause decided on it is never a false one.
-It falls short by at most this proxy's last report interval and the other proxies' unreported
-spend, which is the overshoot the README measures. Standalone, global and reported are zero.
+`local` what this proxy has journaled, and `reported` the most this proxy's SpendReport could hold
+when that status arrived: the status folded some report of ours that was in the API before the
+operator wrote it, and every report counts here from the moment it is *sent* (not when the API
+accepts it), so `reported` is never less than what the status includes. The sum therefore never
+exceeds the true fleet-wide spend: a pause decided on it is never a false one. Our own spend always
+counts in full, even when no status comes (the operator is down); what is missing is the other
+proxies' spend since the status was written, the overshoot bench/overshoot.py measures.
+Standalone, global and reported are zero.
 
 In-flight reservations are estimates held from admission to settlement; they can push a budget
 to Downgrade but never pause anyone (see enforcement.py).
@@ -35,7 +38,8 @@ class SpendTracker:
     def __init__(self, journal: SpendJournal | None = None) -> None:
         self._journal = journal
         self._local: dict[Charge, Totals] = journal.replay() if journal else {}
-        self._global: dict[Charge, Decimal] = {}
+        # The fleet's spend per (budget, window) from Budget.status, with `reported` as it was when it came.
+        self._global: dict[Charge, tuple[Decimal, Decimal]] = {}
         self._reported: dict[Charge, Decimal] = {}
         self._in_flight: dict[Charge, Decimal] = defaultdict(Decimal)
         self.version = 0  # bumps on every local change, so a reporter knows when to report
@@ -46,7 +50,8 @@ class SpendTracker:
         charge = (budget_id, window_id)
         local = self._local.get(charge)
         own = local.spent if local else Decimal(0)
-        return max(own, self._global.get(charge, Decimal(0)) - self._reported.get(charge, Decimal(0)) + own)
+        fleet = self._global.get(charge)
+        return own if fleet is None else max(own, fleet[0] - fleet[1] + own)
 
     def in_flight(self, budget_id: str, window_id: str) -> Decimal:
         return self._in_flight.get((budget_id, window_id), Decimal(0))
@@ -93,14 +98,16 @@ class SpendTracker:
         for charge in stale:
             del self._global[charge]
         if spent is not None:
-            self._global[(budget_id, window_id)] = spent
+            charge = (budget_id, window_id)
+            self._global[charge] = (spent, self._reported.get(charge, Decimal(0)))
 
     def forget_global(self, prefix: str) -> None:
         """Drop what is known of the fleet's spend for budgets whose id starts with `prefix`."""
         self._global = {charge: spent for charge, spent in self._global.items() if not charge[0].startswith(prefix)}
 
     def set_reported(self, totals: Mapping[Charge, Decimal]) -> None:
-        """What this proxy's last accepted SpendReport said, per (budget, window)."""
+        """The most this proxy's SpendReport may hold, per (budget, window): call it with a report's
+        values before sending it, and with what the API holds after reading it back."""
         self._reported = dict(totals)
 
     def adopt(self, totals: Mapping[Charge, Decimal]) -> None:

@@ -377,6 +377,19 @@ class Cluster:
         spent = self.budget_status(namespace, name).get("spentUSD")
         return Decimal(spent) if spent is not None else None
 
+    def reported(self, namespace: str, proxy: str, budget_id: str) -> Decimal | None:
+        """What a proxy's SpendReport holds for a budget (any window), or None."""
+        try:
+            found = self.custom.get_namespaced_custom_object("spendgate.io", "v1alpha1", namespace, "spendreports",
+                                                             proxy)
+        except kubernetes.client.ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        entries = [Decimal(entry["spentUSD"]) for entry in found["spec"].get("entries") or []
+                   if entry["budget"] == budget_id]
+        return sum(entries, Decimal(0)) if entries else None
+
     def create_key(self, namespace: str, name: str, developer: str, cost_center: str) -> str:
         """A virtual-key Secret (the operator puts its hash into the bundle); returns the plaintext key."""
         key = new_key()
@@ -463,6 +476,7 @@ class Fleet:
                 proxies: int, upstream_url: str | None = None, write_interval: float = 1.0,
                 proxy_args: tuple[str, ...] = ()) -> Iterator[Fleet]:
         fleet = cls(control_plane, workdir, namespace, policy_namespace)
+        workdir.mkdir(parents=True, exist_ok=True)
         try:
             if upstream_url is None:
                 fleet.upstream = UpstreamThread()

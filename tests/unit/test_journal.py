@@ -107,6 +107,28 @@ def test_own_reported_spend_is_never_counted_twice() -> None:
     assert tracker.settled(*ALICE) == Decimal("3")  # our own spend in the old window, never less
 
 
+def test_own_spend_counts_in_full_when_no_status_comes() -> None:
+    """The operator is down: our reports go on, the status stays where it was."""
+    tracker = SpendTracker()
+    tracker.settle(tracker.reserve([ALICE], Decimal(0)), "r1", Decimal("2"))
+    tracker.set_reported({ALICE: Decimal("2")})
+    tracker.set_global(*ALICE, Decimal("5"))  # 3 from others + our 2; the last status for a while
+    for number in range(3):  # we spend 1 and report it, three times over
+        tracker.settle(tracker.reserve([ALICE], Decimal(0)), f"r{number + 2}", Decimal("1"))
+        tracker.set_reported({ALICE: Decimal(3 + number)})
+    assert tracker.settled(*ALICE) == Decimal("8")  # others' 3 as last seen + all 5 of ours
+
+
+def test_a_status_that_overtakes_our_report_reply_counts_nothing_twice() -> None:
+    """The operator may fold a report and its status arrive before the report's own reply: the
+    report counts as reported from the moment it is sent."""
+    tracker = SpendTracker()
+    tracker.settle(tracker.reserve([ALICE], Decimal(0)), "r1", Decimal("2"))
+    tracker.set_reported({ALICE: Decimal("2")})  # sending; no reply yet
+    tracker.set_global(*ALICE, Decimal("2"))  # the status already includes it
+    assert tracker.settled(*ALICE) == Decimal("2")
+
+
 
 def test_released_reservations_cost_nothing() -> None:
     tracker = SpendTracker()

@@ -45,12 +45,14 @@ class LiveSpend:
         self._now = now
 
     async def run(self) -> None:
+        # Our SpendReport first: until we know what it holds, a status (which includes it) would
+        # count our reported spend twice, once in the status and once in our journal.
+        await retrying("resume the SpendReport", self._resume)
         await asyncio.gather(self._report_forever(), *(self._watch_forever(ns) for ns in self._namespaces))
 
     # report --------------------------------------------------------------------------------
 
     async def _report_forever(self) -> None:
-        await retrying("resume the SpendReport", self._resume)
         while True:
             await asyncio.sleep(REPORT_INTERVAL)
             await retrying("report spend", self.report_once)
@@ -62,6 +64,8 @@ class LiveSpend:
 
     async def report_once(self) -> bool:
         self._state.merge(self._tracker.local_totals())
+        if self._state.changed:  # from now on a status may include this report, even if its reply is lost
+            self._tracker.set_reported(self._state.totals())
         try:
             sent = await self._reporter.report(self._now())
         except SequenceConflict:
