@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -108,3 +109,22 @@ def test_a_proxy_killed_mid_traffic_loses_and_doubles_nothing(
     assert spent == billed
     print(f"\nkill -9 mid-traffic: {traffic.outcomes}; status ${spent} = ledgers ${billed}; "
           f"{unrecorded} requests in flight at the kill reached the upstream unrecorded")
+
+
+def test_a_proxy_stopped_right_after_traffic_reports_its_last_spend(
+        fleet: Fleet, cluster: Cluster, new_tenant: NewTenant) -> None:
+    """SIGTERM, as on a rolling update: the pod may never come back under its name, so the spend it
+    answered for since its last report must reach its SpendReport before it exits."""
+    tenant = new_tenant(limit="1000.00")
+    proxy = fleet.proxies[2]
+    budget_id = f"{tenant.namespace}/{tenant.budget}"
+    try:
+        assert [send(proxy, tenant.key).status_code for _ in range(5)] == [200] * 5
+        proxy.stop()  # at once: well inside the one-second report interval
+        billed = ledger_spend([line for line in proxy.ledger() if line["developer"] == tenant.developer])
+        assert billed == Decimal("0.30")
+        assert cluster.reported(fleet.namespace, proxy.name, budget_id) == billed
+        eventually(lambda: cluster.spent(tenant.namespace, tenant.budget) == billed, 15.0,
+                   f"Budget.status at ${billed} with the proxy gone")
+    finally:
+        proxy.start()

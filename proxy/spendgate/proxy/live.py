@@ -3,7 +3,8 @@
 - Report: at most once a second, and only when something changed, the proxy's cumulative spend
   per (budget, window) goes into its own SpendReport (spendgate.reporting: compare-and-swap on
   the sequence, so retries and reordering are harmless). The journal is the source: a restarted
-  proxy resumes its report and loses nothing it had answered for.
+  proxy resumes its report and loses nothing it had answered for. On shutdown (SIGTERM), once the
+  last requests have settled, one final report: a pod that never comes back loses nothing either.
 - Learn: a watch on the Budgets of each policy namespace feeds `status.spentUSD` of the current
   window into the tracker, so every proxy enforces on the fleet's spend within about a second
   of another proxy reporting it (the operator folds reports at most once a second per budget).
@@ -32,6 +33,7 @@ logger = logging.getLogger("spendgate.proxy.live")
 
 REPORT_INTERVAL: Final = 1.0
 MAX_BACKOFF: Final = 30.0
+FINAL_REPORT_TIMEOUT: Final = 5.0
 
 
 class LiveSpend:
@@ -73,6 +75,23 @@ class LiveSpend:
             return False
         self._tracker.set_reported(self._state.reported)
         return sent
+
+    async def final_report(self) -> None:
+        """On shutdown, after the last requests settled: report what the last second added, or a pod
+        that never comes back (a rolling update) would leave it out of Budget.status for good."""
+        try:
+            await asyncio.wait_for(self._flush(), FINAL_REPORT_TIMEOUT)
+        except (KubeError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
+            logger.warning("could not write the final spend report (the journal keeps it for the next start): %s",
+                           error)
+        finally:
+            await self._kube.close()
+
+    async def _flush(self) -> None:
+        for _ in range(2):  # a sequence conflict reads our report back; then once more
+            await self.report_once()
+            if not self._state.changed:
+                return
 
     def prune(self, ended: set[Charge]) -> None:
         """Forget ended windows once their final value is in the SpendReport the API holds."""

@@ -171,6 +171,7 @@ def build(args: argparse.Namespace) -> Proxy:
         namespaces = tuple(args.policy_namespace) or (args.report_namespace,)
         live = LiveSpend(kube, tracker, args.report_namespace, args.proxy_name, namespaces, utc_now)
         proxy.companions.append(live.run)
+        proxy.finalizers.append(live.final_report)
     proxy.companions.append(partial(prune_forever, tracker, lambda: proxy.bundles.current.signed.bundle, live))
     return proxy
 

@@ -75,6 +75,8 @@ class Proxy:
         self.settings = settings
         # Tasks that run beside the servers for the proxy's lifetime (the live spend loop); add before start().
         self.companions: list[Callable[[], Coroutine[Any, Any, None]]] = []
+        # Awaited once on stop, after in-flight requests have settled (the live loop's last report).
+        self.finalizers: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.metrics = ProxyMetrics()
         self.bundles = BundleHolder(settings.source, self.metrics)
         self.ledger = LedgerWriter(settings.ledger, settings.ledger_max_bytes, settings.ledger_backups)
@@ -119,6 +121,11 @@ class Proxy:
         for task in background:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for finalize in self.finalizers:
+            try:
+                await finalize()
+            except Exception:  # one failing finalizer must not keep the others or the ledger from closing
+                logger.exception("finalizer failed while stopping")
         await self.upstream.close()
         self.ledger.close()
 
