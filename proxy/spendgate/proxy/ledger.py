@@ -2,8 +2,8 @@
 
 Writes never wait on the disk per request: records are buffered and written together, at most
 20 ms after the first of a batch (one write system call per batch, not per request). The one
-exception is spend the spend sink journals: settle flushes its line first, so a SIGKILL never
-leaves journaled (budget-counted) spend missing from the ledger. A file
+exception is spend the spend sink journals: settle writes its line at once, before the journal
+entry, so a SIGKILL never leaves journaled (budget-counted) spend missing from the ledger. A file
 ledger rotates by size, like logrotate's `size` rule: `ledger.jsonl` becomes `ledger.jsonl.1`,
 and so on up to the configured number of backups.
 """
@@ -93,9 +93,10 @@ class LedgerWriter:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         return self._path.open("ab")
 
-    def write(self, line: dict[str, Any]) -> None:
+    def write(self, line: dict[str, Any], now: bool = False) -> None:
+        """Buffer the line (written within FLUSH_SECONDS); with `now`, write it and the batch at once."""
         self._pending.append(orjson.dumps(line, option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE))
-        if len(self._pending) >= FLUSH_LINES:
+        if now or len(self._pending) >= FLUSH_LINES:
             self.flush()
         elif not self._scheduled:
             self._scheduled = True

@@ -58,16 +58,15 @@ class Settler:
     def settle(self, exchange: Exchange, prices: PriceBook) -> Charge | None:
         exchange.finished = perf_counter()
         charge = self._price(exchange, prices)
-        self._ledger.write(record(exchange, charge))
+        decision, attribution = exchange.decision, exchange.attribution
+        sink = (self._sink if exchange.admitted and attribution is not None and not isinstance(decision, Reject)
+                else None)
+        # Spend the sink records is journaled, SIGKILL-safe; its ledger line must be as safe (written
+        # at once, not batched), or a killed proxy leaves spend its budgets count and its ledger lacks.
+        self._ledger.write(record(exchange, charge), now=sink is not None and charge is not None)
         self._count(exchange, charge, prices)
-        decision = exchange.decision
-        if (self._sink is not None and exchange.admitted and exchange.attribution is not None
-                and not isinstance(decision, Reject)):
-            if charge is not None:
-                # The sink journals this spend, SIGKILL-safe; the ledger line must be as safe, or a
-                # killed proxy leaves spend that its budgets count and its ledger (chargeback) lacks.
-                self._ledger.flush()
-            self._record_spend(self._sink, exchange, exchange.attribution, decision, charge)
+        if sink is not None and attribution is not None and not isinstance(decision, Reject):
+            self._record_spend(sink, exchange, attribution, decision, charge)
         return charge
 
     @staticmethod
