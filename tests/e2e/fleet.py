@@ -43,7 +43,7 @@ from spendgate.policy.keys import new_key
 from spendgate.testing.upstream import MockUpstream, Reply, Scenario
 
 T = TypeVar("T")
-UPSTREAM_KEY = "sk-ant-api03-E2E-UPSTREAM-SECRET-5b2d8e"
+UPSTREAM_KEY = "e2e-upstream-secret-5b2d8e-not-a-real-key"
 OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"
 # 10,000 input and 1,000 output tokens: $0.06 on Opus 5.5 ($4 / $20 per MTok), $0.03 on Sonnet 5.5.
 PRICED = Scenario(content=({"type": "text", "text": "ok"},), usage={"input_tokens": 10_000, "output_tokens": 1_000})
