@@ -34,6 +34,8 @@ logger = logging.getLogger("spendgate.proxy.live")
 REPORT_INTERVAL: Final = 1.0
 MAX_BACKOFF: Final = 30.0
 FINAL_REPORT_TIMEOUT: Final = 5.0
+# What a call to the API server can fail with; everything else is a bug and should surface.
+API_FAILURES: Final = (KubeError, aiohttp.ClientError, OSError, TimeoutError, ValueError)
 
 
 class LiveSpend:
@@ -81,7 +83,7 @@ class LiveSpend:
         that never comes back (a rolling update) would leave it out of Budget.status for good."""
         try:
             await asyncio.wait_for(self._flush(), FINAL_REPORT_TIMEOUT)
-        except (KubeError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
+        except API_FAILURES as error:
             logger.warning("could not write the final spend report (the journal keeps it for the next start): %s",
                            error)
         finally:
@@ -133,7 +135,7 @@ async def retrying(what: str, action: Callable[[], Any], forever: bool = False) 
             if not forever:
                 return
             backoff = REPORT_INTERVAL
-        except (KubeError, aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
+        except API_FAILURES as error:
             logger.warning("could not %s, retrying in %.0f s: %s", what, backoff, error)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
