@@ -49,13 +49,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from cluster.controlplane import ControlPlane, free_loopback_ports  # noqa: E402
+from cluster.polling import eventually  # noqa: E402
 from e2e.fleet import (  # noqa: E402
     HAIKU,
     Cluster,
     Fleet,
     cost_center,
     developer_budget,
-    eventually,
     quiet_time_zone,
     routing_policy,
 )

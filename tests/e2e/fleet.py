@@ -24,7 +24,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,6 +37,7 @@ import kubernetes
 from aiohttp import web
 
 from cluster.controlplane import ControlPlane, free_loopback_ports, tail
+from cluster.polling import eventually
 from spendgate.operator.virtualkeys import LABEL as VIRTUAL_KEY_LABEL
 from spendgate.policy.keys import new_key
 from spendgate.testing.upstream import MockUpstream, Reply, Scenario
@@ -51,21 +51,7 @@ COST = {OPUS: Decimal("0.06"), SONNET: Decimal("0.03")}
 # A probe costs nothing: it shows what a proxy would decide now (the x-spendgate-* headers) without spending.
 PROBE_HEADER = "x-e2e-probe"
 FREE = Scenario(content=({"type": "text", "text": "probe"},), usage={"input_tokens": 0, "output_tokens": 0})
-POLL = 0.05
 CLIENT_TIMEOUT = 10.0
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "condition",
-               interval: float = POLL) -> T:
-    """Poll until `probe` returns something truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout:.0f} s (last seen: {last!r})"
-        time.sleep(interval)
 
 
 def quiet_time_zone(now: datetime | None = None, margin: timedelta = timedelta(minutes=15)) -> str:

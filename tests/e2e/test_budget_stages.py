@@ -13,8 +13,9 @@ import httpx
 import pytest
 from operator_harness import WebhookReceiver
 
+from cluster.polling import eventually
 from e2e.conftest import NewTenant, Tenant
-from e2e.fleet import COST, OPUS, SONNET, Cluster, Fleet, ProxyProcess, eventually, send, state_seen
+from e2e.fleet import COST, OPUS, SONNET, Cluster, Fleet, ProxyProcess, send, state_seen
 
 pytestmark = pytest.mark.cluster
 

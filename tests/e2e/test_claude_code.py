@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from cluster.polling import eventually
 from e2e.conftest import NewTenant
-from e2e.fleet import OPUS, SONNET, Fleet, eventually, send, state_seen
+from e2e.fleet import OPUS, SONNET, Fleet, send, state_seen
 from proxy.claude_code import install_claude, run_claude_sync
 
 pytestmark = [pytest.mark.cluster, pytest.mark.claude]

@@ -11,8 +11,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from cluster.polling import eventually
 from e2e.conftest import NewTenant
-from e2e.fleet import Cluster, Fleet, ProxyProcess, eventually, ledger_spend, message, send
+from e2e.fleet import Cluster, Fleet, ProxyProcess, ledger_spend, message, send
 
 pytestmark = pytest.mark.cluster
 

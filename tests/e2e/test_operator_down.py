@@ -7,8 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from cluster.polling import eventually
 from e2e.conftest import NewTenant
-from e2e.fleet import COST, OPUS, Cluster, Fleet, ProxyProcess, eventually, send
+from e2e.fleet import COST, OPUS, Cluster, Fleet, ProxyProcess, send
 
 pytestmark = pytest.mark.cluster
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -25,7 +24,6 @@ from spendgate.operator.metrics import OperatorMetrics
 from spendgate.reporting import ReportState, SpendReporter
 
 T = TypeVar("T")
-POLL = 0.05
 TEST_LABEL = "spendgate-test"
 PLURALS = {"CostCenter": "costcenters", "Budget": "budgets", "RoutingPolicy": "routingpolicies",
            "SpendReport": "spendreports"}
@@ -82,17 +80,6 @@ class Api:
                              "annotations": annotations or {}}, "stringData": data}
         self.core.create_namespaced_secret(namespace, body)
 
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "condition") -> T:
-    """Poll until `probe` returns something truthy; fail with `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"{what} not reached within {timeout}s"
-        time.sleep(POLL)
 
 
 class ManualClock:

@@ -14,11 +14,11 @@ from operator_harness import (
     WebhookReceiver,
     budget,
     cost_center,
-    eventually,
     manifests,
 )
 
 from cluster.controlplane import ControlPlane
+from cluster.polling import eventually
 
 pytestmark = pytest.mark.cluster
 

@@ -11,12 +11,12 @@ from operator_harness import (
     OperatorThread,
     budget,
     cost_center,
-    eventually,
     manifests,
     routing_policy,
 )
 
 from cluster.controlplane import ControlPlane
+from cluster.polling import eventually
 from spendgate.operator.virtualkeys import LABEL, REVOKED_ANNOTATION
 from spendgate.policy import bundlemap
 from spendgate.policy.bundle import loads

@@ -7,9 +7,10 @@ import urllib.request
 from datetime import timedelta
 
 import pytest
-from operator_harness import Api, FakeProxy, ManualClock, OperatorThread, budget, cost_center, eventually, manifests
+from operator_harness import Api, FakeProxy, ManualClock, OperatorThread, budget, cost_center, manifests
 
 from cluster.controlplane import ControlPlane
+from cluster.polling import eventually
 from spendgate.policy import bundlemap
 from spendgate.policy.bundle import loads
 

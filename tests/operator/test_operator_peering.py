@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_harness import Api, OperatorThread, budget, cost_center, eventually, manifests
+from operator_harness import Api, OperatorThread, budget, cost_center, manifests
 
 from cluster.controlplane import ControlPlane
 from cluster.helm import render
+from cluster.polling import eventually
 
 pytestmark = pytest.mark.cluster
 

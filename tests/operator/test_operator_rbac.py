@@ -15,12 +15,12 @@ from operator_harness import (
     WebhookReceiver,
     budget,
     cost_center,
-    eventually,
     manifests,
 )
 
 from cluster.controlplane import ControlPlane
 from cluster.helm import rbac_only, render
+from cluster.polling import eventually
 from spendgate.operator.virtualkeys import LABEL
 from spendgate.policy import bundlemap
 

@@ -10,11 +10,11 @@ from operator_harness import (
     OperatorThread,
     budget,
     cost_center,
-    eventually,
     manifests,
 )
 
 from cluster.controlplane import ControlPlane
+from cluster.polling import eventually
 from spendgate.reporting import SequenceConflict
 
 pytestmark = pytest.mark.cluster

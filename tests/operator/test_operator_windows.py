@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from operator_harness import Api, FakeProxy, ManualClock, OperatorThread, budget, cost_center, eventually, manifests
+from operator_harness import Api, FakeProxy, ManualClock, OperatorThread, budget, cost_center, manifests
 
 from cluster.controlplane import ControlPlane
+from cluster.polling import eventually
 
 pytestmark = pytest.mark.cluster
 

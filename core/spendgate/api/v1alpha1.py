@@ -11,7 +11,6 @@ Money is a decimal string everywhere (`"25.00"`), never a float.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal
 
@@ -412,11 +411,6 @@ class SpendReport(_Object):
 
 
 PolicyObject = CostCenter | Budget | RoutingPolicy
-
-
-def parse_usd(value: str) -> Decimal:
-    """A validated USD string as a Decimal (callers never see floats)."""
-    return Decimal(value)
 
 
 def as_json(model: BaseModel) -> dict[str, Any]:
