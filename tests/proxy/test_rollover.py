@@ -16,6 +16,7 @@ from pathlib import Path
 from proxy.proxy_harness import Keys
 from spendgate.journal import SpendJournal
 from spendgate.policy.bundle import SignedBundle
+from spendgate.pricing import PriceBook
 from spendgate.proxy.admission import AdmissionRequest, Endpoint, Forward, Reject
 from spendgate.proxy.attribution import Attribution, Identity
 from spendgate.proxy.bundles import PolicyDirectory
@@ -31,7 +32,8 @@ ALICE = Attribution(Identity(key_name="alice-laptop", developer="alice", cost_ce
 def request(bundle: SignedBundle, now: datetime) -> AdmissionRequest:
     body = {"model": "claude-opus-5-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "hi"}]}
     return AdmissionRequest(endpoint=Endpoint.MESSAGES, attribution=ALICE, model="claude-opus-5-5", stream=False,
-                            body_bytes=200, body=body, bundle=bundle, now=now)
+                            body_bytes=200, body=body, bundle=bundle,
+                            prices=PriceBook(bundle.bundle.pricing), now=now)
 
 
 def state(decision: Forward | object) -> str:

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Protocol
 import orjson
 
 from spendgate.policy.bundle import SignedBundle
+from spendgate.pricing import PriceBook
 from spendgate.proxy.attribution import Attribution
 
 Headers = tuple[tuple[str, str], ...]
@@ -42,6 +43,7 @@ class AdmissionRequest:
     body_bytes: int  # size of the request body; a cheap proxy for input tokens (~4 bytes per token)
     body: Mapping[str, Any] | None  # the parsed JSON body for messages and count_tokens; read only
     bundle: SignedBundle  # the bundle in force for this request (budgets, routing policies)
+    prices: PriceBook  # that bundle's prices (shared with settle, so each model is looked up once)
     now: datetime  # aware, UTC
 
 

@@ -78,21 +78,21 @@ class BudgetAdmission:
     def __init__(self, tracker: SpendTracker) -> None:
         self._tracker = tracker
         self._outputs = OutputEstimate()
-        self._indexed: tuple[str, BudgetIndex, PriceBook] | None = None
+        self._indexed: tuple[str, BudgetIndex] | None = None
 
     # Admission -----------------------------------------------------------------------------
 
     def admit(self, request: AdmissionRequest) -> Forward | Reroute | Reject:
         if request.endpoint is not Endpoint.MESSAGES or request.model is None:
             return FORWARD
-        index, prices = self._index(request.bundle)
+        index = self._index(request.bundle)
         identity = request.attribution.identity
         caller = Caller(identity.developer, identity.cost_center, identity.key_name, request.attribution.repo)
         input_tokens = estimate_input_tokens(request.body_bytes)
         decision = decide(index, caller, request.model, input_tokens, self._tracker, request.now)
         if decision.action is Action.PAUSE:
             return self._reject(decision, index, request)
-        estimate = self._estimate(prices, decision.model, input_tokens, identity.developer, request)
+        estimate = self._estimate(request.prices, decision.model, input_tokens, identity.developer, request)
         hold = self._tracker.reserve([(s.budget.id, s.window.id) for s in decision.standings], estimate)
         headers = usage_headers(decision.fullest)
         if decision.action is Action.REROUTE:
@@ -100,11 +100,11 @@ class BudgetAdmission:
             return Reroute(decision.model, _reason(decision), headers, hold)
         return Forward(_reason(decision), headers, hold)
 
-    def _index(self, signed: SignedBundle) -> tuple[BudgetIndex, PriceBook]:
+    def _index(self, signed: SignedBundle) -> BudgetIndex:
         """Built once per bundle: the hot path only does dictionary lookups."""
         if self._indexed is None or self._indexed[0] != signed.contentHash:
-            self._indexed = (signed.contentHash, BudgetIndex(signed.bundle), PriceBook(signed.bundle.pricing))
-        return self._indexed[1], self._indexed[2]
+            self._indexed = (signed.contentHash, BudgetIndex(signed.bundle))
+        return self._indexed[1]
 
     def _estimate(self, prices: PriceBook, model: str, input_tokens: int, developer: str,
                   request: AdmissionRequest) -> Decimal:

@@ -267,7 +267,7 @@ class Gateway:
         # 5. admit: the enforcement seam
         decision = self._admission.admit(AdmissionRequest(
             endpoint=endpoint, attribution=exchange.attribution, model=exchange.requested_model,
-            stream=exchange.stream, body_bytes=len(body), body=parsed, bundle=active.signed,
+            stream=exchange.stream, body_bytes=len(body), body=parsed, bundle=active.signed, prices=active.prices,
             now=exchange.received_at))
         exchange.decision = decision
         if isinstance(decision, Reject):
