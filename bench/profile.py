@@ -50,7 +50,7 @@ def frame_name(frame: str) -> str:
 # Where a sample's time is charged: the first frame from the leaf up that matches (file part, function
 # prefix or ""), so that e.g. orjson inside pricing counts as pricing and aiohttp's own code as aiohttp.
 CATEGORIES: list[tuple[str, str, str]] = [
-    ("price (spendgate.pricing)", "pricing.py", ""),
+    ("price (spendgate.logic.pricing)", "pricing.py", ""),
     ("price (genai-prices)", "genai_prices/", ""),
     ("ledger line (record, write, flush)", "proxy/ledger.py", ""),
     ("metrics", "proxy/metrics.py", ""),

@@ -16,12 +16,13 @@ from typing import Any, TypeVar
 import kubernetes
 
 from cluster.controlplane import ControlPlane
+from spendgate.adapters.kube import Kube, load_configuration
+from spendgate.adapters.reporter import SpendReporter
 from spendgate.api.v1alpha1 import GROUP, VERSION, SpendReportSpec
-from spendgate.kube import Kube, load_configuration
+from spendgate.logic.reportstate import ReportState
 from spendgate.operator.config import OperatorConfig
 from spendgate.operator.main import serve
 from spendgate.operator.metrics import OperatorMetrics
-from spendgate.reporting import ReportState, SpendReporter
 
 T = TypeVar("T")
 TEST_LABEL = "spendgate-test"

@@ -17,10 +17,10 @@ from operator_harness import (
 
 from cluster.controlplane import ControlPlane
 from cluster.polling import eventually
+from spendgate.adapters.keysfile import key_hash
 from spendgate.operator.virtualkeys import LABEL, REVOKED_ANNOTATION
 from spendgate.policy import bundlemap
 from spendgate.policy.bundle import loads
-from spendgate.policy.keys import key_hash
 
 pytestmark = pytest.mark.cluster
 

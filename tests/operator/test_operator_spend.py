@@ -15,7 +15,7 @@ from operator_harness import (
 
 from cluster.controlplane import ControlPlane
 from cluster.polling import eventually
-from spendgate.reporting import SequenceConflict
+from spendgate.adapters.reporter import SequenceConflict
 
 pytestmark = pytest.mark.cluster
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from spendgate.api.v1alpha1 import Budget, SpendEntry, SpendReportSpec
+from spendgate.logic.reportstate import ReportState
 from spendgate.operator.housekeeping import deletable_reports
 from spendgate.operator.spendindex import SpendIndex
-from spendgate.reporting import ReportState
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
+from spendgate.adapters.keysfile import key_hash
+from spendgate.adapters.kube import merge_patch
 from spendgate.api import v1alpha1 as api
-from spendgate.kube import merge_patch
 from spendgate.operator.transitions import budget_events
 from spendgate.operator.virtualkeys import key_entry
 from spendgate.operator.world import BUDGET, SECRET, SPEND_REPORT, World
 from spendgate.policy import bundlemap
 from spendgate.policy.bundle import Bundle, CostCenterEntry, KeyEntry, sign
 from spendgate.policy.errors import PolicyError
-from spendgate.policy.keys import key_hash
 
 
 def budget_body(version: str, generation: int = 1, limit: str = "10.00", status: dict[str, Any] | None = None

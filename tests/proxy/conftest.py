@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from proxy.proxy_harness import UPSTREAM_KEY, Keys, Running, StartGateway
-from spendgate.policy.keys import create_key, revoke_key
+from spendgate.adapters.keysfile import create_key, revoke_key
 from spendgate.proxy.admission import Admission
 from spendgate.proxy.bundles import PolicyDirectory
 from spendgate.proxy.server import Proxy, Settings

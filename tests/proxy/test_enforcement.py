@@ -11,10 +11,10 @@ import anthropic
 import pytest
 
 from proxy.proxy_harness import Keys, Running, StartGateway, message_request
-from spendgate.journal import SpendJournal
+from spendgate.adapters.journal import SpendJournal
+from spendgate.logic.tracker import SpendTracker
 from spendgate.proxy.enforce import BudgetAdmission
 from spendgate.testing.upstream import MockUpstream, Reply, Scenario
-from spendgate.tracker import SpendTracker
 
 OPUS, SONNET = "claude-opus-5-5", "claude-sonnet-5-5"
 # 10,000 input and 1,000 output tokens: $0.06 on Opus 5.5 ($4 / $20 per MTok), $0.03 on Sonnet 5.5.
@@ -175,6 +175,6 @@ def today_in_berlin() -> str:
     from datetime import UTC, datetime
 
     from spendgate.api.v1alpha1 import Period
-    from spendgate.windows import window_at
+    from spendgate.logic.windows import window_at
 
     return window_at(Period.DAILY, "Europe/Berlin", datetime.now(UTC)).id

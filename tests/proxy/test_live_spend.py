@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from spendgate.kube import LISTED, KubeError
+from spendgate.adapters.kube import LISTED, KubeError
+from spendgate.logic.tracker import SpendTracker
 from spendgate.proxy.live import LiveSpend
-from spendgate.tracker import SpendTracker
 
 WINDOW = "2026-11-24"
 ALICE = ("t/alice", WINDOW)

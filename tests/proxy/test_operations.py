@@ -13,9 +13,9 @@ import orjson
 import pytest
 
 from proxy.proxy_harness import UPSTREAM_KEY, Keys, Running, StartGateway, message_request
+from spendgate.adapters.keysfile import create_key
+from spendgate.adapters.policyfiles import compile_directory
 from spendgate.policy.bundle import dumps
-from spendgate.policy.keys import create_key
-from spendgate.policy.loader import compile_directory
 from spendgate.proxy.bundles import BundleFile
 from spendgate.proxy.ledger import SCHEMA_VERSION, LedgerWriter
 

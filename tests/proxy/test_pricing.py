@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from genai_prices import Usage, calc_price, data_snapshot
 
-from spendgate.policy.bundle import ModelPrice, PricingEntry
-from spendgate.pricing import (
+from spendgate.logic.pricing import (
     GEO_PREMIUM_UNPRICED,
     REFUSAL_NOT_BILLED,
     UNKNOWN_MODEL,
@@ -26,6 +25,7 @@ from spendgate.pricing import (
     merge_delta_usage,
     tokens_from_usage,
 )
+from spendgate.policy.bundle import ModelPrice, PricingEntry
 
 TODAY = date(2026, 11, 24)
 M = Decimal(1_000_000)

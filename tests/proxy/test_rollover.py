@@ -14,14 +14,14 @@ from decimal import Decimal
 from pathlib import Path
 
 from proxy.proxy_harness import Keys
-from spendgate.journal import SpendJournal
+from spendgate.adapters.journal import SpendJournal
+from spendgate.logic.pricing import PriceBook
+from spendgate.logic.tracker import SpendTracker
 from spendgate.policy.bundle import SignedBundle
-from spendgate.pricing import PriceBook
 from spendgate.proxy.admission import AdmissionRequest, Endpoint, Forward, Reject
 from spendgate.proxy.attribution import Attribution, Identity
 from spendgate.proxy.bundles import PolicyDirectory
 from spendgate.proxy.enforce import BudgetAdmission, ended_charges
-from spendgate.tracker import SpendTracker
 
 BUDGET = "ai-budgets/alice-daily"  # $40 a day in Europe/Berlin (examples/policies)
 LAST_SECOND = datetime(2026, 11, 24, 22, 59, 59, tzinfo=UTC)  # 23:59:59 in Berlin

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cluster.controlplane import ControlPlane
-from spendgate.kube import Kube, load_configuration
+from spendgate.adapters.kube import Kube, load_configuration
 from spendgate.policy import bundlemap
 from spendgate.policy.bundle import Bundle, BundleError, SignedBundle, dumps, sign
 from spendgate.proxy.bundles import BundleFile, ConfigMapBundle

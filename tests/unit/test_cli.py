@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from spendgate.adapters.keysfile import key_hash, read_keys_file
 from spendgate.cli import main
-from spendgate.policy.keys import key_hash, read_keys_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 

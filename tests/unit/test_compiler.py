@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from spendgate.adapters.policyfiles import compile_directory, load_text
 from spendgate.api import v1alpha1 as api
 from spendgate.policy.bundle import KeyEntry, dumps, loads
 from spendgate.policy.compiler import compile_policies
-from spendgate.policy.loader import compile_directory, load_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 

@@ -8,8 +8,9 @@ from decimal import Decimal
 
 import pytest
 
+from spendgate.adapters.policyfiles import load_text
 from spendgate.api.v1alpha1 import BudgetState
-from spendgate.enforcement import (
+from spendgate.logic.enforcement import (
     Action,
     BudgetIndex,
     Caller,
@@ -19,7 +20,6 @@ from spendgate.enforcement import (
     pause_message,
 )
 from spendgate.policy.compiler import compile_policies
-from spendgate.policy.loader import load_text
 
 NOW = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
 OPUS, SONNET, HAIKU = "claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5"

@@ -9,8 +9,8 @@ import textwrap
 from decimal import Decimal
 from pathlib import Path
 
-from spendgate.journal import SpendJournal, read_entries
-from spendgate.tracker import SpendTracker
+from spendgate.adapters.journal import SpendJournal, read_entries
+from spendgate.logic.tracker import SpendTracker
 
 DAY = "2026-11-24"
 ALICE, TEAM = ("t/alice", DAY), ("t/team", DAY)
@@ -46,7 +46,7 @@ def test_sigkill_loses_nothing_that_was_acknowledged(tmp_path: Path) -> None:
         import sys
         from decimal import Decimal
         from pathlib import Path
-        from spendgate.journal import SpendJournal
+        from spendgate.adapters.journal import SpendJournal
         journal = SpendJournal(Path({str(path)!r}))
         i = 0
         while True:

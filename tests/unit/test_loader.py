@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spendgate.policy.loader import load_directory, load_text
+from spendgate.adapters.policyfiles import load_directory, load_text
 
 BUDGET = """
 apiVersion: spendgate.io/v1alpha1

@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from spendgate.api.v1alpha1 import BudgetState, SpendEntry, SpendReportSpec
+from spendgate.logic.spend import exact, fold_entries, fold_reports, format_percent, latest_reports, state_for, to_cents
 from spendgate.policy.bundle import ThresholdEntry
-from spendgate.spend import exact, fold_entries, fold_reports, format_percent, latest_reports, state_for, to_cents
 
 BUDGET, WINDOW = "ai-budgets/alice-daily", "2026-11-24"
 THRESHOLDS = ThresholdEntry(alertPercent=80, downgradePercent=95, pausePercent=110)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from spendgate.api.v1alpha1 import Period
-from spendgate.windows import UnknownTimeZone, window_at, window_by_id
+from spendgate.logic.windows import UnknownTimeZone, window_at, window_by_id
 
 
 def test_a_day_in_berlin_starts_at_local_midnight() -> None:

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from spendgate.api import v1alpha1 as api
+from spendgate.logic.windows import UnknownTimeZone, zone
 from spendgate.policy.bundle import (
     BudgetEntry,
     Bundle,
@@ -28,7 +29,6 @@ from spendgate.policy.bundle import (
     sign,
 )
 from spendgate.policy.errors import PolicyError
-from spendgate.windows import UnknownTimeZone, zone
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from spendgate.api.v1alpha1 import AlertRecord, BudgetState
-from spendgate.spend import SEVERITY
-from spendgate.windows import rfc3339
+from spendgate.logic.spend import SEVERITY
+from spendgate.logic.windows import rfc3339
 
 SENDING = "Sending"
 DELIVERED = "Delivered"

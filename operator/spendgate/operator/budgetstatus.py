@@ -14,13 +14,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from spendgate.api import v1alpha1 as api
+from spendgate.logic.spend import exact, format_percent, state_for
+from spendgate.logic.windows import UnknownTimeZone, Window, rfc3339, window_at, window_by_id
 from spendgate.operator import alerts
 from spendgate.operator.conditions import ready_condition, set_condition
 from spendgate.operator.spendindex import SpendIndex
 from spendgate.policy.bundle import ThresholdEntry
 from spendgate.policy.errors import PolicyError
-from spendgate.spend import exact, format_percent, state_for
-from spendgate.windows import UnknownTimeZone, Window, rfc3339, window_at, window_by_id
 
 GIT_REVISION_ANNOTATION = "spendgate.io/git-revision"
 HISTORY_LENGTH = 12  # the CRD's maxItems for status.history

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from spendgate.api.v1alpha1 import Condition, ConditionStatus
+from spendgate.logic.windows import rfc3339
 from spendgate.policy.errors import PolicyError
-from spendgate.windows import rfc3339
 
 READY = "Ready"
 

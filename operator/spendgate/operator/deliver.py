@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
+from spendgate.adapters.kube import Kube, KubeError, core_path
 from spendgate.api import v1alpha1 as api
-from spendgate.kube import Kube, KubeError, core_path
 from spendgate.operator.alerts import Delivery
 from spendgate.operator.notify import AlertMessage, pagerduty_payload, slack_payload, webhook_payload
 

@@ -13,8 +13,8 @@ from typing import Any
 import kopf
 import kubernetes
 
+from spendgate.adapters.kube import bearer_token
 from spendgate.api.v1alpha1 import GROUP, VERSION
-from spendgate.kube import bearer_token
 from spendgate.operator.config import OperatorConfig
 from spendgate.operator.reconciler import PLURALS, Reconciler
 from spendgate.operator.virtualkeys import LABEL as KEY_LABEL

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from spendgate.api import v1alpha1 as api
-from spendgate.windows import window_at
+from spendgate.logic.windows import window_at
 
 
 def deletable_reports(reports: Mapping[str, api.SpendReportSpec], budgets: Mapping[str, api.Budget],

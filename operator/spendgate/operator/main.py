@@ -14,7 +14,7 @@ import kopf
 import kubernetes
 from prometheus_client import start_http_server
 
-from spendgate.kube import Kube, load_configuration
+from spendgate.adapters.kube import Kube, load_configuration
 from spendgate.operator.clock import Clock, SystemClock
 from spendgate.operator.config import DEFAULT_NAMESPACE, OperatorConfig
 from spendgate.operator.handlers import build_registry, operator_settings

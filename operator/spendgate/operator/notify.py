@@ -14,8 +14,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from spendgate.api import v1alpha1 as api
+from spendgate.logic.spend import to_cents
 from spendgate.operator.alerts import Claim
-from spendgate.spend import to_cents
 
 EFFECTS = {
     api.BudgetState.ALERT: "traffic is unchanged",

@@ -16,9 +16,9 @@ from datetime import datetime
 from decimal import Decimal
 
 from spendgate.api import v1alpha1 as api
+from spendgate.logic.spend import exact
 from spendgate.operator.conditions import ready_condition, set_condition
 from spendgate.policy.errors import PolicyError
-from spendgate.spend import exact
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from spendgate.kube import Kube, KubeError, core_path
+from spendgate.adapters.kube import Kube, KubeError, core_path
 from spendgate.operator.metrics import OperatorMetrics
 from spendgate.policy import bundlemap
 from spendgate.policy.bundle import SignedBundle

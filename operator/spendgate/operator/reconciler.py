@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from spendgate.adapters.kube import MERGE_PATCH, METADATA_LIST, Kube, KubeError, core_path, custom_path, merge_patch
 from spendgate.api import v1alpha1 as api
-from spendgate.kube import MERGE_PATCH, METADATA_LIST, Kube, KubeError, core_path, custom_path, merge_patch
 from spendgate.operator import alerts
 from spendgate.operator.budgetstatus import BudgetInputs, budget_status, next_change
 from spendgate.operator.clock import Clock

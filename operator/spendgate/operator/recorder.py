@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from spendgate.kube import Kube, KubeError, core_path
+from spendgate.adapters.kube import Kube, KubeError, core_path
+from spendgate.logic.windows import rfc3339
 from spendgate.operator.clock import Clock
 from spendgate.operator.transitions import EventNote
-from spendgate.windows import rfc3339
 
 logger = logging.getLogger(__name__)
 

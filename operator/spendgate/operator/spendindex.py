@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from spendgate.api.v1alpha1 import SpendEntry, SpendReportSpec
-from spendgate.spend import FoldedSpend, fold_entries, latest_reports
+from spendgate.logic.spend import FoldedSpend, fold_entries, latest_reports
 
 ReportKey = str  # namespace/name of the SpendReport object
 

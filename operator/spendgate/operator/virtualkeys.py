@@ -14,9 +14,9 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
+from spendgate.adapters.keysfile import key_hash
 from spendgate.policy.bundle import KeyEntry
 from spendgate.policy.errors import PolicyError
-from spendgate.policy.keys import key_hash
 
 LABEL = "spendgate.io/virtual-key"
 REVOKED_ANNOTATION = "spendgate.io/revoked"

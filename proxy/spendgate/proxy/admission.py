@@ -20,8 +20,8 @@ from typing import Any, ClassVar, Protocol
 
 import orjson
 
+from spendgate.logic.pricing import PriceBook
 from spendgate.policy.bundle import SignedBundle
-from spendgate.pricing import PriceBook
 from spendgate.proxy.attribution import Attribution
 
 Headers = tuple[tuple[str, str], ...]

@@ -27,13 +27,13 @@ from typing import Any, Protocol
 
 import kubernetes
 
-from spendgate.kube import Kube, core_path
+from spendgate.adapters.keysfile import KeysFileError
+from spendgate.adapters.kube import Kube, core_path
+from spendgate.adapters.policyfiles import compile_directory
+from spendgate.logic.pricing import PriceBook
 from spendgate.policy import bundlemap
 from spendgate.policy.bundle import BundleError, KeyEntry, SignedBundle, loads
 from spendgate.policy.bundlemap import GZIP_KEY, PLAIN_KEY
-from spendgate.policy.keys import KeysFileError
-from spendgate.policy.loader import compile_directory
-from spendgate.pricing import PriceBook
 from spendgate.proxy.attribution import Identity, identities
 from spendgate.proxy.metrics import ProxyMetrics
 

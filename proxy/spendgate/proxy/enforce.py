@@ -1,7 +1,7 @@
-"""Budget enforcement in the proxy: the Admission and the SpendSink around spendgate.enforcement.
+"""Budget enforcement in the proxy: the Admission and the SpendSink around spendgate.logic.enforcement.
 
 Admission (before forwarding): find the caller's budgets, decide from this proxy's view of spend
-(spendgate.tracker), and either forward, reroute to a cheaper model, or answer with the 429 that
+(spendgate.logic.tracker), and either forward, reroute to a cheaper model, or answer with the 429 that
 Claude Code shows at once. An admitted request holds a reservation (an estimate of its cost) until
 it settles, so concurrent requests see each other; reservations can only push a budget to
 Downgrade, never pause it.
@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Final
 
 from spendgate.api.v1alpha1 import BudgetState
-from spendgate.enforcement import (
+from spendgate.logic.enforcement import (
     Action,
     BudgetIndex,
     Caller,
@@ -35,15 +35,14 @@ from spendgate.enforcement import (
     estimate_input_tokens,
     pause_message,
 )
-from spendgate.journal import Charge
+from spendgate.logic.pricing import MILLION, PriceBook
+from spendgate.logic.spend import at_least, format_percent
+from spendgate.logic.tracker import Charge, Reservation, SpendTracker
+from spendgate.logic.windows import utc_now, window_at
 from spendgate.policy.bundle import Bundle, SignedBundle
-from spendgate.pricing import MILLION, PriceBook
 from spendgate.proxy.admission import FORWARD, AdmissionRequest, Endpoint, Forward, Headers, Reject, Reroute
 from spendgate.proxy.live import LiveSpend
 from spendgate.proxy.settle import Spend
-from spendgate.spend import at_least, format_percent
-from spendgate.tracker import Reservation, SpendTracker
-from spendgate.windows import utc_now, window_at
 
 # Until a developer has this many settled requests, reserve this many output tokens per request.
 DEFAULT_OUTPUT_TOKENS: Final = 1_000

@@ -10,7 +10,7 @@ from typing import Any, Final
 from spendgate.proxy.admission import FORWARD, Decision, Endpoint
 from spendgate.proxy.attribution import Attribution, Identity
 
-# Flags the proxy adds to the pricing's own (spendgate.pricing); docs/ledger.md lists them all.
+# Flags the proxy adds to the pricing's own (spendgate.logic.pricing); docs/ledger.md lists them all.
 ESTIMATED: Final = "estimated"  # the stream ended before its final usage: output is a floor estimate
 NO_USAGE: Final = "no_usage"  # the response ended before any usage arrived: nothing could be priced
 

@@ -17,10 +17,10 @@ from typing import Any, BinaryIO, Final
 
 import orjson
 
-from spendgate.pricing import Charge
+from spendgate.logic.pricing import Charge
+from spendgate.logic.spend import exact
 from spendgate.proxy.admission import Reroute
 from spendgate.proxy.exchange import Exchange
-from spendgate.spend import exact
 
 SCHEMA_VERSION: Final = "spendgate.io/ledger/v1"
 STDOUT: Final = "-"

@@ -1,7 +1,7 @@
 """Cluster mode's live spend loop: report this proxy's spend, learn the fleet's.
 
 - Report: at most once a second, and only when something changed, the proxy's cumulative spend
-  per (budget, window) goes into its own SpendReport (spendgate.reporting: compare-and-swap on
+  per (budget, window) goes into its own SpendReport (spendgate.adapters.reporter: compare-and-swap on
   the sequence, so retries and reordering are harmless). The journal is the source: a restarted
   proxy resumes its report and loses nothing it had answered for. On shutdown (SIGTERM), once the
   last requests have settled, one final report: a pod that never comes back loses nothing either.
@@ -24,10 +24,10 @@ from typing import Any, Final
 
 import aiohttp
 
-from spendgate.journal import Charge
-from spendgate.kube import LISTED, Kube, KubeError, custom_path
-from spendgate.reporting import ReportState, SequenceConflict, SpendReporter
-from spendgate.tracker import SpendTracker
+from spendgate.adapters.kube import LISTED, Kube, KubeError, custom_path
+from spendgate.adapters.reporter import SequenceConflict, SpendReporter
+from spendgate.logic.reportstate import ReportState
+from spendgate.logic.tracker import Charge, SpendTracker
 
 logger = logging.getLogger("spendgate.proxy.live")
 

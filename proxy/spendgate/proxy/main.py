@@ -21,16 +21,16 @@ from pathlib import Path
 import kubernetes
 import uvloop
 
-from spendgate.journal import SpendJournal
-from spendgate.kube import Kube, load_configuration
+from spendgate.adapters.journal import SpendJournal
+from spendgate.adapters.kube import Kube, load_configuration
+from spendgate.logic.tracker import SpendTracker
+from spendgate.logic.windows import utc_now
 from spendgate.policy.bundle import BundleError
 from spendgate.proxy.bundles import BundleFile, BundleSource, ConfigMapBundle, PolicyDirectory
 from spendgate.proxy.enforce import BudgetAdmission, prune_forever
 from spendgate.proxy.ledger import STDOUT
 from spendgate.proxy.live import LiveSpend, retrying
 from spendgate.proxy.server import MIB, Proxy, Settings
-from spendgate.tracker import SpendTracker
-from spendgate.windows import utc_now
 
 UPSTREAM_KEY_ENV = "ANTHROPIC_API_KEY"
 STATE_DIR_ENV = "SPENDGATE_STATE_DIR"

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollecto
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from spendgate.pricing import Charge
+from spendgate.logic.pricing import Charge
 
 # Latency buckets in seconds: the proxy's own share is sub-millisecond, the upstream's is seconds.
 ADDED_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0)

@@ -16,7 +16,7 @@ from decimal import Decimal
 from time import perf_counter
 from typing import Protocol
 
-from spendgate.pricing import Charge, PriceBook, PriceSource
+from spendgate.logic.pricing import Charge, PriceBook, PriceSource
 from spendgate.proxy.admission import Forward, Reject, Reroute
 from spendgate.proxy.attribution import Attribution
 from spendgate.proxy.exchange import ESTIMATED, Exchange

@@ -6,7 +6,7 @@ only complete lines are kept, and only complete events are decoded. Events the s
 know, or cannot parse, are ignored, as a client must tolerate new event types.
 
 What it keeps: the usage of `message_start` merged with each cumulative `message_delta`
-(spendgate.pricing.merge_delta_usage), the served model, the stop reason, a mid-stream `error`
+(spendgate.logic.pricing.merge_delta_usage), the served model, the stop reason, a mid-stream `error`
 event's type, and the generated deltas since the last usage, for the floor estimate used when a
 stream ends before its final usage (about four characters per token, as Anthropic's gateway does).
 Only the few events that carry these are decoded; the `event:` line each event starts with says which.
@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import orjson
 
-from spendgate.pricing import merge_delta_usage
+from spendgate.logic.pricing import merge_delta_usage
 
 CHARS_PER_TOKEN: Final = 4
 # The fields of each delta type that carry generated output (all billed as output tokens).

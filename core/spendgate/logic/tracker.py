@@ -24,8 +24,25 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Protocol
 
-from spendgate.journal import Charge, SpendJournal, Totals
+Charge = tuple[str, str]  # (budget id, window id)
+
+
+@dataclass
+class Totals:
+    spent: Decimal
+    requests: int
+
+
+class SpendLog(Protocol):
+    """Where settled spend is made durable (spendgate.adapters.journal.SpendJournal)."""
+
+    def append(self, request_id: str, charges: Sequence[Charge], cost: Decimal) -> None: ...
+
+    def replay(self) -> dict[Charge, Totals]: ...
+
+    def compact(self, keep: Iterable[Charge]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -35,7 +52,7 @@ class Reservation:
 
 
 class SpendTracker:
-    def __init__(self, journal: SpendJournal | None = None) -> None:
+    def __init__(self, journal: SpendLog | None = None) -> None:
         self._journal = journal
         self._local: dict[Charge, Totals] = journal.replay() if journal else {}
         # The fleet's spend per (budget, window) from Budget.status, with `reported` as it was when it came.

@@ -23,13 +23,7 @@ from pathlib import Path
 
 import orjson
 
-Charge = tuple[str, str]  # (budget id, window id)
-
-
-@dataclass
-class Totals:
-    spent: Decimal
-    requests: int
+from spendgate.logic.tracker import Charge, Totals
 
 
 class SpendJournal:

@@ -26,9 +26,9 @@ from enum import StrEnum
 from typing import Protocol
 
 from spendgate.api.v1alpha1 import BudgetState, Enforcement, Period, ScopeKind
+from spendgate.logic.spend import Thresholds, at_least, format_percent, most_severe, to_cents
+from spendgate.logic.windows import Window, window_at, zone
 from spendgate.policy.bundle import BudgetEntry, Bundle, CostCenterEntry, RoutingPolicyEntry, RuleEntry
-from spendgate.spend import Thresholds, at_least, format_percent, most_severe, to_cents
-from spendgate.windows import Window, window_at, zone
 
 # The built-in behaviour of the Downgrade state when a policy has no rule for it.
 STEP_DOWN_AT_DOWNGRADE = RuleEntry(name="downgrade-state", stateAtLeast=BudgetState.DOWNGRADE, stepDown=1)

@@ -15,11 +15,11 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from spendgate.adapters.keysfile import read_keys_file
 from spendgate.api import v1alpha1 as api
 from spendgate.api.validation import violations
 from spendgate.policy.compiler import CompileResult, compile_policies
 from spendgate.policy.errors import PolicyError
-from spendgate.policy.keys import read_keys_file
 
 KINDS: dict[str, type[api.CostCenter | api.Budget | api.RoutingPolicy]] = {
     "CostCenter": api.CostCenter,

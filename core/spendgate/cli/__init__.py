@@ -1,0 +1,66 @@
+"""`spendgate`: the command line for people and for CI.
+
+Every subcommand answers bad input with one line that names what is wrong and exits non-zero;
+no stack traces. Each command group lives in its own module with a `register(commands)`; the proxy
+and the operator are imported only when their subcommand runs, so `spendgate validate` in a PR
+check starts fast and needs neither aiohttp nor kopf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from rich_argparse import RawDescriptionRichHelpFormatter
+
+from spendgate.adapters.keysfile import KeysFileError
+from spendgate.cli import keys, policies
+from spendgate.cli.common import UsageError
+
+# Command groups, in the order `spendgate --help` lists them.
+COMMAND_MODULES = (policies, keys)
+# Subcommands that live with their component: module path, each with add_arguments() and run().
+COMPONENT_COMMANDS = {
+    "proxy": ("spendgate.proxy.main", "run the gateway (standalone with --policies, or from a bundle)"),
+    "operator": ("spendgate.operator.main", "run the operator against the current kubeconfig"),
+}
+
+
+def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser; only the `requested` component's module is imported for its options."""
+    parser = argparse.ArgumentParser(prog="spendgate", description=__doc__.splitlines()[0],
+                                     formatter_class=RawDescriptionRichHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMAND_MODULES:
+        module.register(commands)
+    for name, (module_path, help_text) in COMPONENT_COMMANDS.items():
+        sub = commands.add_parser(name, help=help_text, description=help_text,
+                                  formatter_class=RawDescriptionRichHelpFormatter)
+        sub.set_defaults(component=module_path)
+        if name == requested:
+            importlib.import_module(module_path).add_arguments(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(requested=arguments[0] if arguments else None)
+    args = parser.parse_args(arguments)
+    try:
+        if getattr(args, "component", None):
+            return int(importlib.import_module(args.component).run(args))
+        return int(args.handler(args))
+    except (UsageError, KeysFileError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `spendgate render ... | head` is not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit-time flush quiet
+        return 0
+
+
+__all__ = ["UsageError", "build_parser", "main"]
