@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cluster.controlplane import ControlPlane
-from spendgate.adapters.policyfiles import load_text
+from spendgate.policy.manifests import load_text
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policies"
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from spendgate.adapters.policyfiles import load_directory, load_text
+from spendgate.adapters.policyfiles import load_directory
+from spendgate.policy.manifests import load_text
 
 BUDGET = """
 apiVersion: spendgate.io/v1alpha1

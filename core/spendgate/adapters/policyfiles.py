@@ -1,120 +1,57 @@
-"""Read policy manifests (the same YAML a user would `kubectl apply`) into API objects.
+"""Policy manifests and the keys file from disk, compiled into a bundle (standalone mode, the CLI).
 
-Each document is parsed and validated exactly as the API server would: schema constraints by
-pydantic, cross-field rules by CEL (spendgate.api.validation). A bad document becomes a
-PolicyError naming the file, the object and the field; the good documents are still returned.
+Every file below the policy directory with a .yaml, .yml or .json suffix is a manifest. Whatever a
+file does wrong (not a file, unreadable, vanished, larger than MAX_MANIFEST_BYTES, not UTF-8, not
+YAML, too deeply nested) becomes one PolicyError naming the file and the problem; the other files
+still load, and nothing raises.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Final
 
-import yaml
-from pydantic import ValidationError
-
+from spendgate.adapters.files import MIB, UnreadableFile, read_text_bounded
 from spendgate.adapters.keysfile import read_keys_file
-from spendgate.api import v1alpha1 as api
-from spendgate.api.validation import violations
 from spendgate.policy.compiler import CompileResult, compile_policies
-from spendgate.policy.errors import PolicyError
+from spendgate.policy.manifests import Loaded, file_error, load_text
 
-KINDS: dict[str, type[api.CostCenter | api.Budget | api.RoutingPolicy]] = {
-    "CostCenter": api.CostCenter,
-    "Budget": api.Budget,
-    "RoutingPolicy": api.RoutingPolicy,
-}
-DEFAULT_NAMESPACE = "default"
+SUFFIXES: Final = (".yaml", ".yml", ".json")
+# A Kubernetes object is at most 1.5 MiB (etcd's limit); a file may hold a List of several.
+MAX_MANIFEST_BYTES: Final = 4 * MIB
 
 
-@dataclass
-class Loaded:
-    objects: list[api.PolicyObject] = field(default_factory=list)
-    errors: list[PolicyError] = field(default_factory=list)
+def manifest_paths(directory: Path) -> list[Path]:
+    """The manifests below `directory` in a stable order (what is listed, not yet read)."""
+    return sorted(path for path in directory.rglob("*") if path.suffix in SUFFIXES and not path.is_dir())
 
 
 def load_directory(directory: Path) -> Loaded:
-    """Every *.yaml / *.yml / *.json manifest below `directory`, in a stable order."""
+    """Every manifest below `directory`; a file that cannot be read is an error, not an exception."""
     if not directory.is_dir():
-        return Loaded(errors=[_file_error(directory, "NotADirectory", "policy directory does not exist")])
-    paths = sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml", ".json") and p.is_file())
+        return Loaded(errors=[file_error(str(directory), "NotADirectory", "policy directory does not exist")])
     loaded = Loaded()
+    try:
+        paths = manifest_paths(directory)
+    except OSError as error:  # the directory changed under the walk
+        return Loaded(errors=[file_error(str(directory), "Unreadable", f"cannot be listed: {error}")])
     for path in paths:
-        part = load_text(path.read_text(), source=str(path))
+        try:
+            text = read_text_bounded(path, MAX_MANIFEST_BYTES)
+        except UnreadableFile as error:
+            loaded.errors.append(file_error(str(path), "Unreadable", error.problem))
+            continue
+        part = load_text(text, source=str(path))
         loaded.objects.extend(part.objects)
         loaded.errors.extend(part.errors)
     return loaded
 
 
-def load_text(text: str, source: str = "<input>") -> Loaded:
-    loaded = Loaded()
-    try:
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as error:
-        loaded.errors.append(_file_error(Path(source), "InvalidYAML", str(error)))
-        return loaded
-    for document in _flatten_lists(documents):
-        result = parse_object(document, source)
-        if isinstance(result, PolicyError):
-            loaded.errors.append(result)
-        elif result is not None:
-            loaded.objects.append(result)
-    return loaded
-
-
-def _flatten_lists(documents: Iterable[Any]) -> Iterable[Any]:
-    """`kind: List` documents (kubectl get -o yaml) hold their objects in `items`."""
-    for document in documents:
-        if isinstance(document, dict) and document.get("kind") == "List":
-            yield from document.get("items") or []
-        else:
-            yield document
-
-
-def parse_object(document: Any, source: str = "<input>") -> api.PolicyObject | PolicyError | None:
-    """One manifest as an API object; None for documents of other API groups (kept out, not errors)."""
-    if not isinstance(document, dict):
-        return _file_error(Path(source), "InvalidManifest", "a manifest must be a YAML mapping")
-    api_version, kind = document.get("apiVersion"), document.get("kind")
-    if not (isinstance(api_version, str) and api_version.startswith(api.GROUP + "/")):
-        return None
-    metadata: dict[str, Any] = document["metadata"] if isinstance(document.get("metadata"), dict) else {}
-    name = str(metadata.get("name", "<unnamed>"))
-    namespace = None if kind == "CostCenter" else str(metadata.get("namespace") or DEFAULT_NAMESPACE)
-    if api_version != api.API_VERSION:
-        return PolicyError(str(kind), namespace, name, "UnsupportedVersion",
-                           f"apiVersion {api_version} is not served; use {api.API_VERSION} ({source})",
-                           "apiVersion")
-    if kind == "VirtualKeyList":  # the standalone keys file may sit beside the policies
-        return None
-    model = KINDS.get(str(kind))
-    if model is None:
-        return PolicyError(str(kind), namespace, name, "UnknownKind",
-                           f"kind {kind!r} is not one of {', '.join(KINDS)} ({source})", "kind")
-    if namespace is not None:
-        document = {**document, "metadata": {**metadata, "namespace": namespace}}
-    try:
-        parsed = model.model_validate(document)
-    except ValidationError as error:
-        first = error.errors()[0]
-        field_path = ".".join(str(part) for part in first["loc"])
-        return PolicyError(str(kind), namespace, name, "InvalidSpec",
-                           f"{field_path}: {first['msg']} ({source})", field_path)
-    broken = violations(parsed.spec)
-    if broken:
-        return PolicyError(str(kind), namespace, name, "InvalidSpec",
-                           f"{broken[0].field}: {broken[0].message} ({source})", broken[0].field)
-    return parsed
-
-
-def _file_error(path: Path, reason: str, message: str) -> PolicyError:
-    return PolicyError("File", None, str(path), reason, message)
-
-
 def compile_directory(policies: Path, keys_file: Path | None = None) -> CompileResult:
-    """Standalone mode and the CLI: a directory of manifests (+ a keys file) -> bundle and errors."""
+    """Standalone mode and the CLI: a directory of manifests (+ a keys file) -> bundle and errors.
+
+    The keys file's own errors raise KeysFileError (a bundle without its keys would lock
+    everybody out or let revoked keys back in, so it is never compiled without them)."""
     loaded = load_directory(policies)
     keys = read_keys_file(keys_file).keys if keys_file else []
     result = compile_policies(loaded.objects, keys)

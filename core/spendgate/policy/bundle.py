@@ -166,6 +166,8 @@ def loads(data: bytes | str) -> SignedBundle:
         raw = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise BundleError(f"bundle is not valid JSON: {error}") from error
+    except RecursionError:
+        raise BundleError("bundle is not a bundle: JSON nested too deeply to read") from None
     if not isinstance(raw, dict):
         raise BundleError("bundle must be a JSON object with contentHash and bundle")
     version = raw.get("bundle", {}).get("schemaVersion") if isinstance(raw.get("bundle"), dict) else None

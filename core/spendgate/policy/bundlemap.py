@@ -11,11 +11,13 @@ times that). Beyond that the operator refuses to write and keeps the last good b
 from __future__ import annotations
 
 import base64
+import binascii
 import gzip
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from spendgate.policy.bundle import SignedBundle, dumps
+from spendgate.policy.bundle import BundleError, SignedBundle, dumps
 
 NAME = "spendgate-bundle"
 PLAIN_KEY = "bundle.json"
@@ -28,6 +30,8 @@ LABELS = {
     "app.kubernetes.io/managed-by": "spendgate-operator",
 }
 CONFIGMAP_LIMIT = 1024 * 1024  # the API server's limit on a ConfigMap's data + binaryData
+# The largest bundle document a reader accepts, compressed or not (20,000 budgets make ~10 MB).
+MAX_DOCUMENT_BYTES = 64 * 1024 * 1024
 MAX_DATA_BYTES = CONFIGMAP_LIMIT - 64 * 1024  # headroom for keys and metadata
 
 
@@ -60,12 +64,38 @@ def render(signed: SignedBundle, namespace: str) -> dict[str, Any]:
 
 
 def document(configmap: Mapping[str, Any]) -> bytes | None:
-    """The bundle document a ConfigMap holds (plain or compressed), or None if it holds none."""
-    plain = (configmap.get("data") or {}).get(PLAIN_KEY)
+    """The bundle document a ConfigMap holds (plain or compressed), or None if it holds none.
+
+    Raises BundleError when the compressed form is not base64 or not a complete gzip stream."""
+    data, binary = configmap.get("data"), configmap.get("binaryData")
+    plain = data.get(PLAIN_KEY) if isinstance(data, Mapping) else None
     if plain is not None:
         return str(plain).encode()
-    packed = (configmap.get("binaryData") or {}).get(GZIP_KEY)
-    return gzip.decompress(base64.b64decode(packed)) if packed is not None else None
+    packed = binary.get(GZIP_KEY) if isinstance(binary, Mapping) else None
+    if packed is None:
+        return None
+    try:
+        compressed = base64.b64decode(str(packed), validate=True)
+    except binascii.Error as error:
+        raise BundleError(f"binaryData[{GZIP_KEY}] is not base64: {error}") from None
+    return gunzip(compressed, MAX_DOCUMENT_BYTES)
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress one gzip stream of at most `limit` bytes; anything else is a BundleError.
+
+    Bounded, so a small "gzip bomb" cannot take the reader's memory; strict, so a truncated
+    stream is refused rather than read as a shorter document."""
+    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as error:
+        raise BundleError(f"the compressed bundle is corrupt ({error})") from None
+    if len(out) > limit:
+        raise BundleError(f"the compressed bundle expands past the limit of {limit // (1024 * 1024)} MiB")
+    if not inflater.eof:
+        raise BundleError("the compressed bundle is truncated (the gzip stream ends early)")
+    return out
 
 
 def content_hash(configmap: Mapping[str, Any]) -> str | None:

@@ -17,12 +17,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from spendgate.adapters.policyfiles import parse_object
 from spendgate.api import v1alpha1 as api
 from spendgate.operator.spendindex import SpendIndex
 from spendgate.operator.virtualkeys import key_entry
 from spendgate.policy.bundle import KeyEntry
 from spendgate.policy.errors import PolicyError
+from spendgate.policy.manifests import parse_object
 
 logger = logging.getLogger(__name__)
 

@@ -7,6 +7,8 @@ importing one would cost start-up time and memory (DESIGN.md section 4: ready in
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -18,32 +20,50 @@ JSON = [(b"content-type", b"application/json")]
 TEXT = [(b"content-type", b"text/plain; charset=utf-8")]
 
 
+@dataclass
+class Health:
+    """What /readyz and /livez report beyond the bundle: background tasks that ended unexpectedly."""
+
+    stopped: dict[str, str] = field(default_factory=dict)  # task name -> why it ended
+    stopping: bool = False
+
+
 class AdminApp:
-    def __init__(self, bundles: BundleHolder, metrics: ProxyMetrics) -> None:
+    def __init__(self, bundles: BundleHolder, metrics: ProxyMetrics, health: Health) -> None:
         self._bundles = bundles
         self._metrics = metrics
+        self._health = health
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         path = scope["path"]
         if path == "/livez":
-            await respond(send, 200, TEXT, b"ok\n")
+            broken = self._health.stopped
+            await respond(send, 503 if broken else 200, TEXT,
+                          b"ok\n" if not broken else f"stopped: {', '.join(broken)}\n".encode())
         elif path == "/readyz":
-            await respond(send, 200, JSON, self.readiness())
+            ready, body = self.readiness()
+            await respond(send, 200 if ready else 503, JSON, body)
         elif path == "/metrics":
             await respond(send, 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())],
                           generate_latest(self._metrics.registry))
         else:
             await respond(send, 404, TEXT, b"not found: /livez, /readyz, /metrics\n")
 
-    def readiness(self) -> bytes:
-        """Ready whenever a bundle is in force; a refused newer bundle is reported, not fatal."""
-        current = self._bundles.current
-        return orjson.dumps({
-            "ready": True,
+    def readiness(self) -> tuple[bool, bytes]:
+        """Ready whenever a bundle is in force and every background task runs. A refused newer bundle
+        is reported (with how long the source has been ahead of what is loaded), not fatal: the
+        last good bundle keeps serving."""
+        current, bundles = self._bundles.current, self._bundles
+        ready = not self._health.stopped
+        stale = bundles.stale_seconds()
+        return ready, orjson.dumps({
+            "ready": ready,
             "bundle": {"version": current.version, "contentHash": current.signed.contentHash,
                        "loadedAt": current.loaded_at},
-            "lastLoadError": self._bundles.last_error,
-            "lastLoadErrorAt": self._bundles.last_error_at,
+            "lastLoadError": bundles.last_error,
+            "lastLoadErrorAt": bundles.last_error_at,
+            "staleSeconds": round(stale, 3),
+            "stoppedTasks": self._health.stopped,
         }, option=orjson.OPT_UTC_Z)

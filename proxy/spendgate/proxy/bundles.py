@@ -1,9 +1,17 @@
 """The bundle in force, and its hot reload.
 
-A source says cheaply whether it changed (a stat fingerprint) and loads a verified bundle or raises
-BundleError. The holder polls the fingerprint; on a change it loads off the event loop, and swaps
-only a bundle that loaded cleanly: a bad one leaves the last good bundle in force and is reported
-(log, `spendgate_bundle_load_errors_total`, /readyz detail).
+A source says cheaply whether it changed (a fingerprint) and loads a verified bundle or raises
+BundleError naming the file and the problem. The holder polls the fingerprint; on a change it loads
+off the event loop, and swaps only a bundle that loaded cleanly: a bad one leaves the last good
+bundle in force and is reported once (an error log line naming the source and the reason,
+`spendgate_bundle_load_errors_total`, `spendgate_bundle_last_load_success 0`, /readyz detail).
+
+Nothing a source does can stop the reload: any exception from `fingerprint` or `load` (a type
+nobody thought of included) is a refused load, retried every RETRY_SECONDS while it lasts, and
+the time since the source first differed from what is loaded is exported as
+`spendgate_bundle_stale_seconds` (the chart alerts on it: a revoked key that cannot reach the
+proxy is an alert, not a silence). The watcher itself is supervised by the Proxy: if it ever ends,
+/readyz and /livez fail.
 
 Cluster mode reads the bundle from a mounted ConfigMap. Kubernetes updates such a volume
 (about a minute after the ConfigMap changes; never with subPath) by swapping the `..data` symlink
@@ -15,31 +23,36 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import gzip
+import hashlib
 import logging
 import os
-import zlib
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import kubernetes
+import orjson
 
+from spendgate.adapters.files import UnreadableFile, read_bounded
 from spendgate.adapters.keysfile import KeysFileError
 from spendgate.adapters.kube import Kube, core_path
-from spendgate.adapters.policyfiles import compile_directory
+from spendgate.adapters.policyfiles import compile_directory, manifest_paths
 from spendgate.logic.pricing import PriceBook
 from spendgate.policy import bundlemap
 from spendgate.policy.bundle import BundleError, KeyEntry, SignedBundle, loads
-from spendgate.policy.bundlemap import GZIP_KEY, PLAIN_KEY
+from spendgate.policy.bundlemap import GZIP_KEY, MAX_DOCUMENT_BYTES, PLAIN_KEY
 from spendgate.proxy.attribution import Identity, identities
 from spendgate.proxy.metrics import ProxyMetrics
 
 logger = logging.getLogger("spendgate.proxy")
 # How many policy errors a refused standalone bundle reports in full.
-ERRORS_SHOWN = 5
+ERRORS_SHOWN: Final = 5
+# A source that keeps failing is tried again this often even when its fingerprint stays the same
+# (a transient failure: a file that vanished mid-read, an API hiccup).
+RETRY_SECONDS: Final = 10.0
 
 Fingerprint = tuple[tuple[str, int, int, int], ...]
 
@@ -47,7 +60,7 @@ Fingerprint = tuple[tuple[str, int, int, int], ...]
 def _stat(path: Path) -> tuple[str, int, int, int]:
     try:
         status = os.stat(path)  # follows symlinks: a swapped ..data link gives a new inode
-    except FileNotFoundError:
+    except OSError:  # missing, a dangling link, a loop: all "nothing usable there", and a change when fixed
         return (str(path), 0, 0, 0)
     return (str(path), status.st_ino, status.st_mtime_ns, status.st_size)
 
@@ -66,7 +79,7 @@ class BundleFile:
     """Cluster mode: the compiled bundle the operator wrote to a ConfigMap, mounted as a volume.
 
     `path` is the mounted directory (it holds bundle.json, or bundle.json.gz once the bundle
-    outgrew a plain ConfigMap) or one bundle file.
+    outgrew a plain ConfigMap) or one bundle file (`.gz` for a compressed one).
     """
 
     path: Path
@@ -83,61 +96,73 @@ class BundleFile:
         return tuple(_stat(path) for path in self._candidates())
 
     def load(self) -> SignedBundle:
-        present = [path for path in self._candidates() if path.exists()]
+        present = [path for path in self._candidates() if os.path.lexists(path)]
         if not present:
-            raise BundleError(f"no bundle at {self.path} (the operator writes {PLAIN_KEY} or "
-                              f"{GZIP_KEY})")
+            raise BundleError(f"no bundle at {self.path} (the operator writes {PLAIN_KEY} or {GZIP_KEY})")
+        path = present[0]
         try:
-            data = present[0].read_bytes()
-            return loads(gzip.decompress(data) if present[0].suffix == ".gz" else data)
-        except OSError as error:  # gzip.BadGzipFile is an OSError too
-            raise BundleError(f"cannot read {present[0]}: {error.strerror or error}") from error
+            data = read_bounded(path, MAX_DOCUMENT_BYTES)
+            return loads(bundlemap.gunzip(data, MAX_DOCUMENT_BYTES) if path.suffix == ".gz" else data)
+        except UnreadableFile as error:
+            raise BundleError(str(error)) from None
+        except BundleError as error:
+            raise BundleError(f"{path}: {error}") from None
 
 
 class ConfigMapBundle:
     """Cluster mode's fast path: the bundle ConfigMap read through the API and followed by a watch,
     so a policy change reaches the proxy in about a second instead of the kubelet's minute or so.
-    Needs get/list/watch on that one ConfigMap (the chart grants it)."""
+    Needs get/list/watch on that one ConfigMap (the chart grants it).
+
+    The watch only keeps the ConfigMap as the API holds it; decoding it is `load`'s job, so a
+    corrupt ConfigMap is a refused load like any other, never an exception in the watch."""
 
     def __init__(self, configuration: kubernetes.client.Configuration, namespace: str, name: str) -> None:
         self._configuration = configuration
         self._namespace, self._name = namespace, name
-        self._document: bytes | None = None
+        self._configmap: Mapping[str, Any] | None = None  # None: not read yet
+        self._deleted = False
 
     def describe(self) -> str:
         return f"ConfigMap {self._namespace}/{self._name}"
 
     def fingerprint(self) -> Fingerprint:
-        document = self._document or b""
-        return ((self.describe(), len(document), zlib.crc32(document), 0),)
+        if self._configmap is None or self._deleted:
+            return ((self.describe(), 0, 0, 0),)
+        digest = hashlib.sha256(orjson.dumps({"data": self._configmap.get("data"),
+                                              "binaryData": self._configmap.get("binaryData")})).digest()
+        return ((self.describe(), int.from_bytes(digest[:8]), 0, 1),)
 
     def load(self) -> SignedBundle:
-        if self._document is None:
-            self._document = self._read_now()
-        return loads(self._document)
+        if self._deleted:
+            raise BundleError(f"{self.describe()} was deleted; the last good bundle stays in force until it is back")
+        if self._configmap is None:
+            self._configmap = self._read_now()
+        try:
+            document = bundlemap.document(self._configmap)
+            if document is None:
+                raise BundleError(f"it holds neither {PLAIN_KEY} nor {GZIP_KEY}")
+            return loads(document)
+        except BundleError as error:
+            raise BundleError(f"{self.describe()}: {error}") from None
 
-    def _read_now(self) -> bytes:
+    def _read_now(self) -> Mapping[str, Any]:
         """The first read, before the event loop runs (the proxy needs a bundle to start)."""
         api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(self._configuration))
         try:
             found = api.read_namespaced_config_map(self._name, self._namespace)
-        except (kubernetes.client.ApiException, OSError) as error:
-            raise BundleError(f"cannot read {self.describe()}: {getattr(error, 'reason', error)}") from error
-        return self._document_of({"data": found.data, "binaryData": found.binary_data})
-
-    def _document_of(self, configmap: Mapping[str, Any]) -> bytes:
-        document = bundlemap.document(configmap)
-        if document is None:
-            raise BundleError(f"{self.describe()} holds neither {PLAIN_KEY} nor {GZIP_KEY}")
-        return document
+        except Exception as error:  # an ApiException, a connection failure: either way no bundle to start with
+            raise BundleError(f"cannot read {self.describe()}: {getattr(error, 'reason', None) or error}") from None
+        return {"data": found.data, "binaryData": found.binary_data}
 
     async def follow(self, kube: Kube) -> None:
-        """Keep the document current; the holder's polling notices the change and swaps it in."""
+        """Keep the ConfigMap current; the holder's polling notices the change and loads it."""
         query = {"fieldSelector": f"metadata.name={self._name}"}
         async for kind, configmaps in kube.watch(core_path("configmaps", self._namespace), query):
             for configmap in configmaps:
-                if kind != "DELETED":  # a deleted ConfigMap leaves the last good bundle in force
-                    self._document = bundlemap.document(configmap) or self._document
+                self._deleted = kind == "DELETED"
+                if not self._deleted:
+                    self._configmap = configmap
 
 
 @dataclass(frozen=True)
@@ -151,7 +176,7 @@ class PolicyDirectory:
         return f"policies {self.policies} with keys {self.keys_file}"
 
     def fingerprint(self) -> Fingerprint:
-        files = sorted(path for path in self.policies.rglob("*") if path.is_file()) if self.policies.is_dir() else []
+        files = manifest_paths(self.policies) if self.policies.is_dir() else []
         return tuple(_stat(path) for path in [*files, self.keys_file])
 
     def load(self) -> SignedBundle:
@@ -199,32 +224,63 @@ def _keep_out_of_the_collectors_way(active: ActiveBundle) -> None:
     gc.freeze()
 
 
+def _reason(source: BundleSource, error: BaseException) -> str:
+    """One line: a BundleError names its file and says it all; anything else was not foreseen, so it
+    gets the source and the exception's type."""
+    text = str(error).replace("\n", " ")
+    return text if isinstance(error, BundleError) else f"{source.describe()}: {type(error).__name__}: {text}"
+
+
 class BundleHolder:
-    def __init__(self, source: BundleSource, metrics: ProxyMetrics) -> None:
+    def __init__(self, source: BundleSource, metrics: ProxyMetrics, clock: Any = time.monotonic) -> None:
         """Loads the first bundle; a BundleError here means there is nothing to serve with."""
         self._source = source
         self._metrics = metrics
-        self._fingerprint = source.fingerprint()
-        self.current = activate(source.load())
+        self._clock = clock
+        self._fingerprint = self._loaded_fingerprint = source.fingerprint()
+        try:
+            self.current = activate(source.load())
+        except BundleError:
+            raise
+        except Exception as error:  # unforeseen: still a clear start-up error, not a traceback
+            raise BundleError(_reason(source, error)) from error
         self.last_error: str | None = None
         self.last_error_at: datetime | None = None
+        self._stale_since: float | None = None  # monotonic time the source first differed from `current`
+        self._retry_at = 0.0
         metrics.bundle_swapped(self.current.version)
+        metrics.bundle_stale_seconds.set_function(self.stale_seconds)
+
+    def stale_seconds(self) -> float:
+        """How long the source has differed from the bundle in force (0 when they agree)."""
+        return 0.0 if self._stale_since is None else self._clock() - self._stale_since
 
     async def reload(self) -> bool:
-        """Load the source if it changed; True if a new bundle is now in force."""
-        fingerprint = self._source.fingerprint()
-        if fingerprint == self._fingerprint:
+        """Load the source if it changed (or a failed load is due a retry); True if a new bundle is now in force.
+
+        Never raises: whatever goes wrong is a refused load."""
+        try:
+            fingerprint = self._source.fingerprint()
+        except Exception as error:
+            self._refused(f"cannot check for changes: {_reason(self._source, error)}", error)
+            return False
+        failing = self.last_error is not None
+        if fingerprint == self._fingerprint and not (failing and self._clock() >= self._retry_at):
             return False
         self._fingerprint = fingerprint
         try:
             signed = await asyncio.to_thread(self._source.load)
-        except BundleError as error:
-            self.last_error, self.last_error_at = str(error), datetime.now(UTC)
-            self._metrics.bundle_refused()
-            logger.error("refused the new bundle from %s, still serving %s: %s",
-                         self._source.describe(), self.current.version, error)
+        except Exception as error:
+            self._refused(_reason(self._source, error), error)
             return False
+        return self._accept(signed, fingerprint)
+
+    def _accept(self, signed: SignedBundle, fingerprint: Fingerprint) -> bool:
+        if self.last_error is not None:
+            logger.info("%s loads again", self._source.describe())
         self.last_error = self.last_error_at = None
+        self._stale_since = None
+        self._loaded_fingerprint = fingerprint
         self._metrics.bundle_last_load_ok.set(1)
         if signed.contentHash == self.current.signed.contentHash:
             return False
@@ -232,6 +288,19 @@ class BundleHolder:
         self._metrics.bundle_swapped(self.current.version)
         logger.info("bundle %s replaces %s (%s)", self.current.version, previous, self._source.describe())
         return True
+
+    def _refused(self, reason: str, error: BaseException) -> None:
+        now = self._clock()
+        if self._stale_since is None:
+            self._stale_since = now
+        self._retry_at = now + RETRY_SECONDS
+        if reason != self.last_error:  # one line per distinct failure, not one per retry
+            logger.error("refused the new bundle from %s, still serving %s: %s", self._source.describe(),
+                         self.current.version, reason)
+            if not isinstance(error, BundleError):
+                logger.debug("the unexpected error in full", exc_info=error)
+        self.last_error, self.last_error_at = reason, datetime.now(UTC)
+        self._metrics.bundle_refused()
 
     async def watch(self, interval: float) -> None:
         while True:

@@ -86,6 +86,11 @@ class ProxyMetrics:
                                           "stays in use).", registry=self.registry)
         self.bundle_last_load_ok = Gauge("spendgate_bundle_last_load_success", "1 if the last bundle load "
                                          "succeeded.", registry=self.registry)
+        self.bundle_stale_seconds = Gauge("spendgate_bundle_stale_seconds", "How long the bundle source has "
+                                          "differed from the bundle in use (0: in sync).", registry=self.registry)
+        self.tasks_stopped = Counter("spendgate_background_tasks_stopped", "Background tasks (bundle watcher, "
+                                     "spend loop) that ended unexpectedly; the proxy is then not ready.",
+                                     ["task"], registry=self.registry)
 
     def bundle_swapped(self, version: str) -> None:
         self.bundle_info.clear()

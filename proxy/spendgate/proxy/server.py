@@ -12,11 +12,12 @@ import signal
 import socket
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import uvicorn
 
-from spendgate.proxy.admin import AdminApp
+from spendgate.proxy.admin import AdminApp, Health
 from spendgate.proxy.admission import Admission, ForwardAll
 from spendgate.proxy.bundles import BundleHolder, BundleSource
 from spendgate.proxy.gateway import Gateway
@@ -68,6 +69,14 @@ def _listen(host: str, port: int) -> socket.socket:
                                 backlog=BACKLOG)
 
 
+def describe(factory: Callable[[], Coroutine[Any, Any, None]]) -> str:
+    """A companion's name for logs and metrics: `retrying`'s description, else the function's name."""
+    if isinstance(factory, partial):
+        text = next((arg for arg in factory.args if isinstance(arg, str)), None)
+        return text or describe(factory.func)
+    return getattr(factory, "__qualname__", repr(factory))
+
+
 class Proxy:
     def __init__(self, settings: Settings, admission: Admission | None = None,
                  spend_sink: SpendSink | None = None) -> None:
@@ -79,13 +88,14 @@ class Proxy:
         self.finalizers: list[Callable[[], Coroutine[Any, Any, None]]] = []
         self.metrics = ProxyMetrics()
         self.bundles = BundleHolder(settings.source, self.metrics)
+        self.health = Health()
         self.ledger = LedgerWriter(settings.ledger, settings.ledger_max_bytes, settings.ledger_backups)
         self.upstream = Upstream(settings.upstream_url, settings.upstream_key, settings.connect_timeout,
                                  settings.read_timeout)
         settler = Settler(self.ledger, self.metrics, spend_sink)
         gateway = Gateway(self.bundles, self.upstream, admission or ForwardAll(), settler,
                           settings.max_body_bytes, settings.max_passthrough_body_bytes)
-        self._servers = [_server(gateway), _server(AdminApp(self.bundles, self.metrics))]
+        self._servers = [_server(gateway), _server(AdminApp(self.bundles, self.metrics, self.health))]
         self._tasks: list[asyncio.Task[None]] = []
         self.port = self.admin_port = 0
 
@@ -99,10 +109,11 @@ class Proxy:
             raise
         self.port, self.admin_port = (sock.getsockname()[1] for sock in sockets)
         await self.upstream.start()
-        self._tasks = [asyncio.create_task(server.serve(sockets=[sock]))
-                       for server, sock in zip(self._servers, sockets, strict=True)]
-        self._tasks.extend(asyncio.create_task(companion()) for companion in self.companions)
-        self._tasks.append(asyncio.create_task(self.bundles.watch(self.settings.reload_interval)))
+        self._tasks = [self._supervised(name, server.serve(sockets=[sock]))
+                       for name, server, sock in zip(("client server", "admin server"), self._servers, sockets,
+                                                     strict=True)]
+        self._tasks.extend(self._supervised(describe(companion), companion()) for companion in self.companions)
+        self._tasks.append(self._supervised("bundle watcher", self.bundles.watch(self.settings.reload_interval)))
         while not all(server.started for server in self._servers):
             ended = next((task for task in self._tasks if task.done()), None)
             if ended is not None:  # a server that stops before it started: surface why
@@ -113,8 +124,25 @@ class Proxy:
                     self.settings.admin_host, self.admin_port, self.settings.upstream_url,
                     self.bundles.current.version)
 
+    def _supervised(self, name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task that must run as long as the proxy: if it ends on its own, the proxy says so loudly."""
+        task = asyncio.create_task(work, name=name)
+        task.add_done_callback(partial(self._ended, name))
+        return task
+
+    def _ended(self, name: str, task: asyncio.Task[None]) -> None:
+        if self.health.stopping or task.cancelled():
+            return
+        error = task.exception()
+        reason = f"{type(error).__name__}: {error}" if error is not None else "returned"
+        self.health.stopped[name] = reason
+        self.metrics.tasks_stopped.labels(name).inc()
+        logger.error("%s stopped (%s): the proxy reports itself not ready and not live until restarted", name,
+                     reason, exc_info=error)
+
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (they settle), then flush the ledger."""
+        self.health.stopping = True
         for server in self._servers:
             server.should_exit = True
         background = self._tasks[len(self._servers):]  # the bundle watcher and the companions
