@@ -38,7 +38,7 @@ import orjson
 
 from spendgate.adapters.files import UnreadableFile, read_bounded
 from spendgate.adapters.keysfile import KeysFileError
-from spendgate.adapters.kube import Kube, core_path
+from spendgate.adapters.kube import LISTED, Kube, core_path
 from spendgate.adapters.policyfiles import compile_directory, manifest_paths
 from spendgate.logic.pricing import PriceBook
 from spendgate.policy import bundlemap
@@ -159,6 +159,8 @@ class ConfigMapBundle:
         """Keep the ConfigMap current; the holder's polling notices the change and loads it."""
         query = {"fieldSelector": f"metadata.name={self._name}"}
         async for kind, configmaps in kube.watch(core_path("configmaps", self._namespace), query):
+            if kind == LISTED and not configmaps:  # gone while the watch was down
+                self._deleted = True
             for configmap in configmaps:
                 self._deleted = kind == "DELETED"
                 if not self._deleted:
