@@ -24,9 +24,9 @@ from typing import IO, Final, cast
 
 import orjson
 
-from spendgate.logic.ledgerrecord import LedgerLineError, LedgerRecord, parse_record
+from spendgate.logic.ledgerrecord import LedgerLineError, LedgerRecord, parse_record, record_line
 
-STDIN: Final = "-"
+STDIN: Final = "-"  # standard input to read, standard output to write
 # ledger.jsonl, ledger.jsonl.3, and either of them gzipped.
 LEDGER_NAME: Final = re.compile(r".+\.jsonl(\.[0-9]+)?(\.gz)?")
 # How many bad lines a failed read lists before it says "and N more".
@@ -143,3 +143,22 @@ def _parse(source: str, number: int, raw: bytes) -> LedgerRecord | LineProblem:
         return LineProblem(source, number, f"not a JSON line: {error}")
     except LedgerLineError as error:
         return LineProblem(source, number, str(error))
+
+
+def write_ledger(records: Iterable[LedgerRecord], target: str) -> Iterator[LedgerRecord]:
+    """Write records as ledger lines to `target` (a path, `.gz` compressed, or `-` for standard output),
+    passing each one on once written, so a caller can tally what went out."""
+    with _create(target) as handle:
+        for record in records:
+            handle.write(orjson.dumps(record_line(record), option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE))
+            yield record
+
+
+def _create(target: str) -> AbstractContextManager[IO[bytes]]:
+    if target == STDIN:
+        return nullcontext(sys.stdout.buffer)
+    path = Path(target)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if target.endswith(".gz"):
+        return cast(IO[bytes], gzip.open(path, "wb"))
+    return open(path, "wb")
