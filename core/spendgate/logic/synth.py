@@ -151,7 +151,7 @@ def zipf_exponent(people: int, top_decile_share: float) -> float:
     top = max(1, people // 10)
 
     def share(exponent: float) -> float:
-        weights = [1 / (rank + 1) ** exponent for rank in range(people)]
+        weights = [math.pow(rank + 1, -exponent) for rank in range(people)]
         return sum(weights[:top]) / sum(weights)
 
     low, high = 0.0, 4.0
