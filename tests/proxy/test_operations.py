@@ -23,7 +23,7 @@ LEDGER_FIELDS = {
     "schemaVersion", "time", "requestId", "method", "path", "endpoint", "keyName", "developer", "costCenter", "repo",
     "branch", "session", "sessionSource", "requestClass", "agentId", "requestedModel", "servedModel", "pricedModel",
     "priceSource", "stream", "tokens", "costUSD", "status", "outcome", "errorType", "latencyMs", "upstreamMs",
-    "addedMs", "decision", "flags", "bundleVersion",
+    "addedMs", "decision", "flags", "bundleVersion", "requestBytes",
 }
 
 

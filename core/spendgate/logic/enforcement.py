@@ -237,6 +237,24 @@ def cascade_position(cascade: list[str], model: str) -> int | None:
     return next((i for i, m in enumerate(cascade) if family in m), None)
 
 
+def describe_decision(decision: Decision) -> str:
+    """The ledger's account of a decision (its `decision.reason`): which budget decided, and what dry
+    runs would have done. A dry run compares replayed decisions to recorded ones by this text."""
+    parts = []
+    if decision.deciding is not None and decision.action is not Action.FORWARD:
+        parts.append(_describe(decision.deciding))
+    parts.extend(f"dry-run {_describe(proposal)}" for proposal in decision.dry_run)
+    return "; ".join(parts)
+
+
+def _describe(proposal: Proposal) -> str:
+    standing = proposal.standing
+    what = {Action.PAUSE: "pause", Action.REROUTE: f"reroute to {proposal.model}", Action.FORWARD: "forward"}
+    rule = f" by rule {proposal.rule}" if proposal.rule else ""
+    return (f"{what[proposal.action]}{rule}: {standing.budget.id} {standing.state.value} "
+            f"{format_percent(standing.spent, standing.limit)} of ${standing.budget.limitUSD}")
+
+
 PERIOD_WORDS = {"Daily": "daily", "Weekly": "weekly", "Monthly": "monthly"}
 
 

@@ -29,9 +29,9 @@ from spendgate.logic.enforcement import (
     BudgetIndex,
     Caller,
     Decision,
-    Proposal,
     Standing,
     decide,
+    describe_decision,
     estimate_input_tokens,
     pause_message,
 )
@@ -96,8 +96,8 @@ class BudgetAdmission:
         headers = usage_headers(decision.fullest)
         if decision.action is Action.REROUTE:
             headers += (("x-spendgate-downgraded-from", request.model),)
-            return Reroute(decision.model, _reason(decision), headers, hold)
-        return Forward(_reason(decision), headers, hold)
+            return Reroute(decision.model, describe_decision(decision), headers, hold)
+        return Forward(describe_decision(decision), headers, hold)
 
     def _index(self, signed: SignedBundle) -> BudgetIndex:
         """Built once per bundle: the hot path only does dictionary lookups."""
@@ -122,7 +122,7 @@ class BudgetAdmission:
             ("anthropic-ratelimit-unified-reset", str(int(standing.window.end.timestamp()))),
             ("x-spendgate-budget", standing.budget.id),
         )
-        return Reject(429, "billing_error", pause_message(standing, index), _reason(decision), headers)
+        return Reject(429, "billing_error", pause_message(standing, index), describe_decision(decision), headers)
 
     # SpendSink -----------------------------------------------------------------------------
 
@@ -180,20 +180,3 @@ def usage_headers(fullest: Standing | None) -> Headers:
         ("x-spendgate-budget-used", format_percent(fullest.spent, fullest.limit)),
         ("x-spendgate-budget-state", fullest.state.value),
     )
-
-
-def _reason(decision: Decision) -> str:
-    """The ledger's account of the decision: which budget decided, and what dry runs would have done."""
-    parts = []
-    if decision.deciding is not None and decision.action is not Action.FORWARD:
-        parts.append(_describe(decision.deciding))
-    parts.extend(f"dry-run {_describe(proposal)}" for proposal in decision.dry_run)
-    return "; ".join(parts)
-
-
-def _describe(proposal: Proposal) -> str:
-    standing = proposal.standing
-    what = {Action.PAUSE: "pause", Action.REROUTE: f"reroute to {proposal.model}", Action.FORWARD: "forward"}
-    rule = f" by rule {proposal.rule}" if proposal.rule else ""
-    return (f"{what[proposal.action]}{rule}: {standing.budget.id} {standing.state.value} "
-            f"{format_percent(standing.spent, standing.limit)} of ${standing.budget.limitUSD}")

@@ -39,6 +39,7 @@ class Exchange:
     forwarded_model: str | None = None
     served_model: str | None = None
     stream: bool = False
+    request_bytes: int | None = None  # the body's size, once read (admission's input-token estimate)
     decision: Decision = FORWARD
     admitted: bool = False  # admission let it through (forward or reroute): the spend sink will hear of it
     status: int = 0

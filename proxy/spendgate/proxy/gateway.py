@@ -258,6 +258,7 @@ class Gateway:
         identity = exchange.identity = identify(key, active.owners, active.keys)
         # 3. read the body; 4. attribute
         body = await read_body(receive, declared_length(inbound.content_length), self._limits[endpoint])
+        exchange.request_bytes = len(body)
         parsed = parse_body(body) if endpoint in PARSED else None
         exchange.attribution = attribute(identity, inbound.tags, user_id_of(parsed) if parsed else None)
         if parsed is not None:

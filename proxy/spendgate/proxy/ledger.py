@@ -17,12 +17,13 @@ from typing import Any, BinaryIO, Final
 
 import orjson
 
+from spendgate.logic.ledgerrecord import LEDGER_SCHEMA
 from spendgate.logic.pricing import Charge
 from spendgate.logic.spend import exact
 from spendgate.proxy.admission import Reroute
 from spendgate.proxy.exchange import Exchange
 
-SCHEMA_VERSION: Final = "spendgate.io/ledger/v1"
+SCHEMA_VERSION: Final = LEDGER_SCHEMA  # readers: spendgate.logic.ledgerrecord
 STDOUT: Final = "-"
 # Lines are written together: at most this long after the first of them, or at once past this many.
 FLUSH_SECONDS: Final = 0.02
@@ -35,7 +36,7 @@ def _milliseconds(seconds: float | None) -> float | None:
 
 
 def record(exchange: Exchange, charge: Charge | None) -> dict[str, Any]:
-    """The ledger line of one settled request (schema spendgate.io/ledger/v1)."""
+    """The ledger line of one settled request (schema spendgate.io/ledger/v2)."""
     attribution, identity = exchange.attribution, exchange.identity
     tokens = charge.tokens if charge else None
     decision = exchange.decision
@@ -75,6 +76,7 @@ def record(exchange: Exchange, charge: Charge | None) -> dict[str, Any]:
                      "model": decision.model if isinstance(decision, Reroute) else None},
         "flags": sorted(exchange.flags | charge.flags) if charge else sorted(exchange.flags),
         "bundleVersion": exchange.bundle_version,
+        "requestBytes": exchange.request_bytes,  # v2: replay estimates input tokens from it, as admission did
     }
 
 

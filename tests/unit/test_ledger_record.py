@@ -1,0 +1,116 @@
+"""One ledger line as a typed record: every field checked, every failure named, parse and write inverse."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from spendgate.logic.ledgerrecord import LEDGER_V1, LedgerLineError, parse_record, record_line
+from spendgate.logic.pricing import Tokens
+
+LINE: dict[str, Any] = {
+    "schemaVersion": "spendgate.io/ledger/v2", "time": "2026-11-24T09:12:03.481220Z",
+    "requestId": "req_011CSHoEeqs5C35K2UUqR7Fy", "method": "POST", "path": "/v1/messages", "endpoint": "messages",
+    "keyName": "alice-laptop", "developer": "alice", "costCenter": "platform", "repo": "org/payments",
+    "branch": "main", "session": "54c1eb09-7f0e-4c2a-9a51-3d2f5b8e6a10", "sessionSource": "header",
+    "requestClass": None, "agentId": None, "requestedModel": "claude-opus-5-5", "servedModel": "claude-sonnet-5-5",
+    "pricedModel": "claude-sonnet-5-5", "priceSource": "genai-prices", "stream": True,
+    "tokens": {"input": 42, "cacheWrite5m": 100, "cacheWrite1h": 0, "cacheRead": 2000, "output": 15,
+               "webSearches": 0},
+    "costUSD": "0.000684", "status": 200, "outcome": "ok", "errorType": None, "latencyMs": 1.708,
+    "upstreamMs": 1.501, "addedMs": 0.158,
+    "decision": {"action": "reroute", "reason": "reroute to claude-sonnet-5-5: ...", "model": "claude-sonnet-5-5"},
+    "flags": [], "bundleVersion": "ff61bc82347b", "requestBytes": 1234,
+}
+
+
+def line(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(LINE)
+    data.update(changes)
+    return data
+
+
+def test_a_line_reads_as_typed_values() -> None:
+    record = parse_record(line())
+    assert record.time == datetime(2026, 11, 24, 9, 12, 3, 481220, tzinfo=UTC)
+    assert record.cost == Decimal("0.000684")
+    assert record.tokens == Tokens(input=42, cache_write_5m=100, cache_read=2000, output=15)
+    assert record.request_bytes == 1234
+    assert record.charged and record.forwarded_model == "claude-sonnet-5-5"
+
+
+def test_write_is_the_inverse_of_read() -> None:
+    written = orjson.loads(orjson.dumps(record_line(parse_record(line())), option=orjson.OPT_UTC_Z))
+    assert written == LINE
+
+
+def test_version_1_lines_are_read_without_request_bytes() -> None:
+    old = line(schemaVersion=LEDGER_V1)
+    del old["requestBytes"]
+    record = parse_record(old)
+    assert record.request_bytes is None
+    assert orjson.loads(orjson.dumps(record_line(record), option=orjson.OPT_UTC_Z)) == old
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"schemaVersion": "spendgate.io/ledger/v9"}, "schemaVersion: 'spendgate.io/ledger/v9' is not one"),
+    ({"costUSD": 0.000684}, "costUSD: must be a decimal string such as \"0.0125\", got the number 0.000684 "
+                            "(a JSON number would lose cents)"),
+    ({"costUSD": "-1"}, "costUSD: '-1' is not a non-negative decimal"),
+    ({"costUSD": "1E+2"}, "costUSD: '1E+2' is not"),
+    ({"time": "2026-11-24T09:12:03"}, "time: '2026-11-24T09:12:03' has no UTC offset"),
+    ({"time": "yesterday"}, "time: 'yesterday' is not an RFC 3339 time"),
+    ({"tokens": {"input": 1}}, "tokens.cacheWrite5m: missing"),
+    ({"tokens": {**LINE["tokens"], "output": -3}}, "tokens.output: must be a non-negative integer, got the number -3"),
+    ({"tokens": {**LINE["tokens"], "output": 1.5}}, "tokens.output: must be a non-negative integer"),
+    ({"tokens": {**LINE["tokens"], "output": True}}, "tokens.output: must be a non-negative integer, got a boolean"),
+    ({"decision": {"action": "reroute", "reason": "", "model": None}}, "decision.model: a reroute must name its model"),
+    ({"decision": {"action": "maybe", "reason": "", "model": None}}, "decision.action: must be one of"),
+    ({"outcome": "fine"}, "outcome: must be one of"),
+    ({"developer": 7}, "developer: must be a string or null, got the number 7"),
+    ({"status": "200"}, "status: must be a non-negative integer"),
+    ({"flags": "estimated"}, "flags: must be a list of strings"),
+    ({"requestBytes": "12"}, "requestBytes: must be a non-negative integer"),
+    ({"latencyMs": "fast"}, "latencyMs: must be a non-negative number"),
+])
+def test_bad_values_are_named(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(LedgerLineError) as raised:
+        parse_record(line(**changes))
+    assert message in str(raised.value)
+
+
+def test_a_missing_field_is_named() -> None:
+    data = line()
+    del data["servedModel"]
+    with pytest.raises(LedgerLineError, match="servedModel: missing"):
+        parse_record(data)
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+                           lambda children: st.lists(children, max_size=3)
+                           | st.dictionaries(st.text(max_size=5), children, max_size=3), max_leaves=8)
+
+
+@given(field=st.sampled_from(sorted(LINE)), value=JSON_VALUES)
+def test_any_value_in_any_field_is_a_record_or_a_named_error(field: str, value: Any) -> None:
+    """A failure class, not examples: whatever a field holds, the reader answers with a record or a
+    LedgerLineError that names the field, never another exception."""
+    try:
+        parse_record(line(**{field: value}))
+    except LedgerLineError as error:
+        assert str(error).startswith((field, "schemaVersion", f"{field}."))
+
+
+@given(st.one_of(JSON_VALUES, st.lists(JSON_VALUES)))
+def test_anything_that_is_not_an_object_is_refused(value: Any) -> None:
+    if isinstance(value, dict):
+        return
+    with pytest.raises(LedgerLineError, match="a ledger line must be a JSON object"):
+        parse_record(value)
