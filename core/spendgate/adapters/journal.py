@@ -1,29 +1,71 @@
-"""The proxy's local spend journal: settled spend that must survive a SIGKILL.
+"""The proxy's local spend journal: every forwarded request and the spend it settled, SIGKILL-safe.
 
-Each settled request appends one line with one write() to a file opened O_APPEND. Once write()
-returns, the bytes are in the kernel's page cache, so killing the process (even with SIGKILL)
-cannot lose them; only a machine crash could, and `fsync=True` covers that at a latency cost.
-The proxy appends before it hands the last bytes of a response to the client, so spend it has
-answered for is always on disk.
+Two kinds of line, each appended with one write() to a file opened O_APPEND:
+- a start line (`{"s": exchange id, "b": charges, "e": estimate, "l": ledger context, "o": ledger
+  position}`), written before the request goes upstream: Anthropic bills what it serves, so a
+  request the proxy was killed in the middle of must still be accounted for;
+- a settle line (`{"r": request id, "c": cost, "b": charges, "x": exchange id}`), written after the
+  request's ledger line and before the last bytes of its response go to the client.
 
-Replaying the journal rebuilds the cumulative spend per (budget, window) after a restart; a
-torn last line (the process died inside write()) is ignored, since that request was never
-answered for. Standalone mode uses the journal as its embedded spend store.
+Once write() returns, the bytes are in the kernel's page cache, so killing the process (even with
+SIGKILL) cannot lose them; only a machine crash could, and `fsync=True` covers that at a latency
+cost. Replaying the journal rebuilds the cumulative spend per (budget, window) after a restart,
+and lists the started requests that never settled (spendgate.proxy.recovery settles them). A torn
+last line (the process died inside write()) is ignored; a damaged line anywhere else is counted
+and reported, never guessed at. Standalone mode uses the journal as its embedded spend store.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from spendgate.logic.tracker import Charge, Totals
+
+logger = logging.getLogger("spendgate.journal")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A settled request (or, after compaction, the sum of several)."""
+
+    request_id: str
+    cost: Decimal
+    charges: tuple[Charge, ...]
+    requests: int = 1
+    exchange_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Started:
+    """A request as it went upstream: enough to settle it at its estimate if it never finished."""
+
+    exchange_id: str
+    charges: tuple[Charge, ...]
+    estimate: Decimal
+    context: Mapping[str, Any]  # the ledger line as far as it was known (spendgate.proxy.ledger)
+    ledger_position: tuple[int, int] | None  # (inode, offset) of the ledger file when it started
+    raw: bytes  # the line as written, kept by compaction while the request is unsettled
+
+
+@dataclass
+class Contents:
+    entries: list[Entry] = field(default_factory=list)
+    started: dict[str, Started] = field(default_factory=dict)
+    damaged: list[int] = field(default_factory=list)  # line numbers, the torn last line excluded
+
+    def unfinished(self) -> list[Started]:
+        """Started requests with no settle line, oldest first."""
+        settled = {entry.exchange_id for entry in self.entries if entry.exchange_id}
+        return [started for xid, started in self.started.items() if xid not in settled]
 
 
 class SpendJournal:
@@ -44,26 +86,51 @@ class SpendJournal:
             if handle.read(1) != b"\n":
                 os.write(self._fd, b"\n")
 
-    def append(self, request_id: str, charges: Sequence[Charge], cost: Decimal) -> None:
-        os.write(self._fd, orjson.dumps({"r": request_id, "c": str(cost), "b": charges}) + b"\n")
+    def _write(self, line: bytes) -> None:
+        os.write(self._fd, line)
         if self._fsync:
             os.fsync(self._fd)
+
+    def start(self, exchange_id: str, charges: Sequence[Charge], estimate: Decimal, context: Mapping[str, Any],
+              ledger_position: tuple[int, int] | None) -> None:
+        self._write(orjson.dumps({"s": exchange_id, "b": charges, "e": str(estimate), "l": context,
+                                  "o": ledger_position}, option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE))
+
+    def append(self, request_id: str, charges: Sequence[Charge], cost: Decimal, exchange_id: str | None = None
+               ) -> None:
+        line = {"r": request_id, "c": str(cost), "b": charges}
+        if exchange_id is not None:
+            line["x"] = exchange_id
+        self._write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
 
     def close(self) -> None:
         os.close(self._fd)
 
+    def read(self) -> Contents:
+        contents = read_journal(self.path)
+        if contents.damaged:
+            logger.error("%s: %d damaged lines ignored (line %s%s); their spend is not counted", self.path,
+                         len(contents.damaged), ", ".join(map(str, contents.damaged[:5])),
+                         ", ..." if len(contents.damaged) > 5 else "")
+        return contents
+
     def replay(self) -> dict[Charge, Totals]:
-        return totals(read_entries(self.path))
+        return totals(self.read().entries)
 
     def compact(self, keep: Iterable[Charge]) -> None:
-        """Rewrite the journal with one line per kept (budget, window): old windows fall away."""
-        current = self.replay()
+        """Rewrite the journal with one line per kept (budget, window), plus the start lines of requests
+        that have not settled yet: old windows fall away, nothing unsettled does."""
+        contents = self.read()
+        current = totals(contents.entries)
         kept = {charge: current[charge] for charge in keep if charge in current}
         temporary = self.path.with_suffix(".compact")
-        with temporary.open("w") as handle:
+        with temporary.open("wb") as handle:
             for (budget, window), total in sorted(kept.items()):
-                handle.write(json.dumps({"r": f"compacted:{total.requests}", "c": str(total.spent),
-                                         "b": [[budget, window]], "n": total.requests}, separators=(",", ":")) + "\n")
+                handle.write(orjson.dumps({"r": f"compacted:{total.requests}", "c": str(total.spent),
+                                           "b": [[budget, window]], "n": total.requests},
+                                          option=orjson.OPT_APPEND_NEWLINE))
+            for started in contents.unfinished():
+                handle.write(started.raw + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.close(self._fd)
@@ -71,25 +138,39 @@ class SpendJournal:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
 
-@dataclass(frozen=True)
-class Entry:
-    request_id: str
-    cost: Decimal
-    charges: tuple[Charge, ...]
-    requests: int = 1
+def _charges(raw: Any) -> tuple[Charge, ...]:
+    return tuple((str(budget), str(window)) for budget, window in raw)
+
+
+def _position(raw: Any) -> tuple[int, int] | None:
+    return (int(raw[0]), int(raw[1])) if isinstance(raw, list) and len(raw) == 2 else None
+
+
+def read_journal(path: Path) -> Contents:
+    contents = Contents()
+    if not path.exists():
+        return contents
+    lines = path.read_bytes().split(b"\n")
+    for number, line in enumerate(lines, start=1):
+        if not line:
+            continue
+        try:
+            raw = orjson.loads(line)
+            if "s" in raw:
+                xid = str(raw["s"])
+                contents.started[xid] = Started(xid, _charges(raw["b"]), Decimal(raw["e"]), dict(raw["l"]),
+                                                _position(raw.get("o")), line)
+            else:
+                contents.entries.append(Entry(str(raw["r"]), Decimal(raw["c"]), _charges(raw["b"]),
+                                              int(raw.get("n", 1)), raw.get("x")))
+        except (ValueError, KeyError, TypeError, InvalidOperation):
+            if number != len(lines):  # the last line may be torn: that request was never answered for
+                contents.damaged.append(number)
+    return contents
 
 
 def read_entries(path: Path) -> list[Entry]:
-    if not path.exists():
-        return []
-    entries = []
-    for line in path.read_bytes().split(b"\n"):
-        try:
-            raw = json.loads(line)
-            entries.append(Entry(raw["r"], Decimal(raw["c"]), tuple((b, w) for b, w in raw["b"]), raw.get("n", 1)))
-        except (ValueError, KeyError, TypeError, InvalidOperation):
-            continue  # an empty or torn line: that request was never answered for
-    return entries
+    return read_journal(path).entries
 
 
 def totals(entries: Iterable[Entry]) -> dict[Charge, Totals]:

@@ -8,7 +8,8 @@ non-negative integers. `record_line` is the inverse, for writers of ledgers (the
 ledger): parse then write gives back the same JSON object.
 
 Versions read: spendgate.io/ledger/v1 and v2 (v2 adds `requestBytes`, the request body's size,
-from which the enforcement step estimates input tokens; on v1 lines it is None).
+from which the enforcement step estimates input tokens, and `exchangeId`, the gateway's own id of
+the request; on v1 lines both are None).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ READABLE_VERSIONS: Final = (LEDGER_V1, LEDGER_V2)
 
 ACTIONS: Final = frozenset({"forward", "reroute", "reject"})
 OUTCOMES: Final = frozenset({"ok", "upstream_error", "upstream_failed", "client_disconnected", "rejected",
-                             "proxy_error"})
+                             "proxy_error", "interrupted"})
 # Exactly what spend.exact() writes: digits, an optional fraction, no sign, no exponent.
 COST_PATTERN: Final = re.compile(r"(0|[1-9][0-9]*)(\.[0-9]+)?")
 TOKEN_FIELDS: Final = (("input", "input"), ("cacheWrite5m", "cache_write_5m"), ("cacheWrite1h", "cache_write_1h"),
@@ -86,6 +87,7 @@ class LedgerRecord:
     flags: tuple[str, ...]
     bundle_version: str
     request_bytes: int | None = None  # v2; None on v1 lines and when the body was never read
+    exchange_id: str | None = None  # v2: the gateway's own id, shared with its spend journal lines
 
     @property
     def budgeted(self) -> bool:
@@ -151,6 +153,7 @@ def parse_record(data: Any) -> LedgerRecord:
         flags=_flags(data),
         bundle_version=_text(data, "bundleVersion", empty_ok=True),
         request_bytes=_request_bytes(data, version),
+        exchange_id=_optional_text(data, "exchangeId") if version != LEDGER_V1 else None,
     )
 
 
@@ -176,6 +179,7 @@ def record_line(record: LedgerRecord) -> dict[str, Any]:
     }
     if record.schema_version != LEDGER_V1:
         line["requestBytes"] = record.request_bytes
+        line["exchangeId"] = record.exchange_id
     return line
 
 

@@ -56,6 +56,8 @@ RATES_CACHE_SIZE: Final = 4096
 UNKNOWN_MODEL: Final = "unknown_model"
 REFUSAL_NOT_BILLED: Final = "refusal_not_billed"
 GEO_PREMIUM_UNPRICED: Final = "geo_premium_unpriced"
+USAGE_INVALID: Final = "usage_invalid"  # a count that is not a non-negative integer: counted as 0
+USAGE_IMPLAUSIBLE: Final = "usage_implausible"  # a count past MAX_PLAUSIBLE_TOKENS: priced at the bound
 
 
 class PriceSource(StrEnum):
@@ -134,36 +136,61 @@ class Charge:
     flags: frozenset[str] = frozenset()
 
 
-def _count(value: Any) -> int:
-    """A token count from upstream JSON; anything that is not a non-negative integer counts as 0."""
-    return value if type(value) is int and value > 0 else 0
+# No Claude response comes near this many tokens of one kind (contexts are at most ~1M tokens, outputs
+# far less): a count above it is a broken or hostile upstream, priced at the bound and flagged, never
+# at trillions of dollars.
+MAX_PLAUSIBLE_TOKENS: Final = 10_000_000
+MAX_PLAUSIBLE_WEB_SEARCHES: Final = 10_000
 
 
-def tokens_from_usage(usage: Mapping[str, Any]) -> Tokens:
-    """One Anthropic `usage` object (or one of its iterations) as billable units, web searches aside.
+def _count(value: Any, problems: set[str], bound: int = MAX_PLAUSIBLE_TOKENS) -> int:
+    """A count from upstream JSON. A non-negative integer up to `bound` is taken as is (the fast
+    path); null means none; a count past the bound is capped (`usage_implausible`); anything else
+    (a string, a float, a negative number, a boolean, an object) counts as 0 (`usage_invalid`)."""
+    if type(value) is int and 0 <= value <= bound:
+        return value
+    if value is None:
+        return 0
+    if type(value) is int and value > bound:
+        problems.add(USAGE_IMPLAUSIBLE)
+        return bound
+    problems.add(USAGE_INVALID)
+    return 0
+
+
+def read_tokens(usage: Mapping[str, Any], problems: set[str]) -> Tokens:
+    """One Anthropic `usage` object (or one of its iterations) as billable units, web searches aside;
+    what cannot be read is added to `problems` as a ledger flag.
 
     Usage is decoded JSON, so nested objects are checked as dicts (an isinstance check against the
     Mapping ABC costs ten times more, on a path that runs for every response).
     """
     split = usage.get("cache_creation")
-    one_hour = _count(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else 0
+    one_hour = _count(split.get("ephemeral_1h_input_tokens"), problems) if isinstance(split, dict) else 0
     written = usage.get("cache_creation_input_tokens")
     if written is None and isinstance(split, dict):
-        written = one_hour + _count(split.get("ephemeral_5m_input_tokens"))
-    written = _count(written)
+        written = one_hour + _count(split.get("ephemeral_5m_input_tokens"), problems)
+    written = _count(written, problems)
     one_hour = min(one_hour, written)
     return Tokens(
-        input=_count(usage.get("input_tokens")),
+        input=_count(usage.get("input_tokens"), problems),
         cache_write_5m=written - one_hour,
         cache_write_1h=one_hour,
-        cache_read=_count(usage.get("cache_read_input_tokens")),
-        output=_count(usage.get("output_tokens")),
+        cache_read=_count(usage.get("cache_read_input_tokens"), problems),
+        output=_count(usage.get("output_tokens"), problems),
     )
 
 
-def web_searches(usage: Mapping[str, Any]) -> int:
+def tokens_from_usage(usage: Mapping[str, Any]) -> Tokens:
+    """`read_tokens` for callers that do not keep the problems (tests, estimates)."""
+    return read_tokens(usage, set())
+
+
+def web_searches(usage: Mapping[str, Any], problems: set[str]) -> int:
     server_tools = usage.get("server_tool_use")
-    return _count(server_tools.get("web_search_requests")) if isinstance(server_tools, dict) else 0
+    if not isinstance(server_tools, dict):
+        return 0
+    return _count(server_tools.get("web_search_requests"), problems, MAX_PLAUSIBLE_WEB_SEARCHES)
 
 
 def merge_delta_usage(merged: dict[str, Any], delta: Mapping[str, Any]) -> None:
@@ -183,7 +210,7 @@ def _billable_iterations(iterations: Iterable[Any]) -> list[dict[str, Any]]:
     if not any(entry.get("type") == "fallback_message" for entry in entries):
         return entries
     return [entry for entry in entries
-            if not (entry.get("type") == "message" and _count(entry.get("output_tokens")) == 0)]
+            if not (entry.get("type") == "message" and _count(entry.get("output_tokens"), set()) == 0)]
 
 
 def _rate(value: Any) -> Rate | None:
@@ -263,12 +290,16 @@ class PriceBook:
         return known or _declared_rates(model, self._pricing.fallback, PriceSource.FALLBACK)
 
     def charge(self, model: str, usage: Mapping[str, Any], day: date, refused_before_output: bool = False) -> Charge:
-        """The cost of one response whose (merged) usage is `usage`, served by `model`."""
+        """The cost of one response whose (merged) usage is `usage`, served by `model`.
+
+        Never raises on what the upstream sent: unreadable counts are flagged (`usage_invalid`,
+        `usage_implausible`) and priced as documented in `_count`."""
         speed = "fast" if usage.get("speed") == "fast" else None
         top = self.rates(model, day, speed)
-        parts = self._parts(top, usage, day, speed)
+        problems: set[str] = set()
+        parts = self._parts(top, usage, day, speed, problems)
         unknown = any(rates.source is PriceSource.FALLBACK for rates, _ in parts)
-        flags = _flags(usage, unknown, refused_before_output)
+        flags = _flags(usage, unknown, refused_before_output, problems)
         source = PriceSource.FALLBACK if unknown else top.source
         if len(parts) == 1:  # the common case, kept cheap: it runs for every response
             rates, tokens = parts[0]
@@ -277,25 +308,39 @@ class PriceBook:
         cost = Decimal(0) if refused_before_output else sum((part.cost(rates) for rates, part in parts), Decimal(0))
         return Charge(cost, tokens, top.model, source, flags)
 
-    def _parts(self, top: ModelRates, usage: Mapping[str, Any], day: date, speed: str | None
+    def _parts(self, top: ModelRates, usage: Mapping[str, Any], day: date, speed: str | None, problems: set[str]
                ) -> list[tuple[ModelRates, Tokens]]:
         """What to price at which rates: each billable iteration at its model, or the usage at the response's."""
         iterations = usage.get("iterations")
-        parts = ([(self.rates(entry.get("model") or top.model, day, speed), tokens_from_usage(entry))
-                  for entry in _billable_iterations(iterations)]
-                 if isinstance(iterations, list) and iterations else [(top, tokens_from_usage(usage))])
-        searches = web_searches(usage)
+        if isinstance(iterations, list) and iterations:
+            parts = [(self._iteration_rates(entry, top, day, speed, problems), read_tokens(entry, problems))
+                     for entry in _billable_iterations(iterations)]
+        else:
+            parts = [(top, read_tokens(usage, problems))]
+        searches = web_searches(usage, problems)
         if searches:
             parts.append((top, Tokens(web_searches=searches)))
         return parts
+
+    def _iteration_rates(self, entry: Mapping[str, Any], top: ModelRates, day: date, speed: str | None,
+                         problems: set[str]) -> ModelRates:
+        model = entry.get("model")
+        if model is None:
+            return top
+        if not isinstance(model, str) or not model:
+            problems.add(USAGE_INVALID)
+            return top
+        return self.rates(model, day, speed)
 
 
 NO_FLAGS: Final = frozenset[str]()
 
 
-def _flags(usage: Mapping[str, Any], unknown: bool, refused_before_output: bool) -> frozenset[str]:
+def _flags(usage: Mapping[str, Any], unknown: bool, refused_before_output: bool, problems: set[str]
+           ) -> frozenset[str]:
     geo = usage.get("inference_geo") == "us"
-    if not (unknown or refused_before_output or geo):
+    if not (unknown or refused_before_output or geo or problems):
         return NO_FLAGS
-    return frozenset(flag for flag, raised in ((UNKNOWN_MODEL, unknown), (REFUSAL_NOT_BILLED, refused_before_output),
-                                               (GEO_PREMIUM_UNPRICED, geo)) if raised)
+    return frozenset(problems) | frozenset(
+        flag for flag, raised in ((UNKNOWN_MODEL, unknown), (REFUSAL_NOT_BILLED, refused_before_output),
+                                  (GEO_PREMIUM_UNPRICED, geo)) if raised)

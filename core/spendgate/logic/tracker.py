@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 Charge = tuple[str, str]  # (budget id, window id)
 
@@ -36,9 +36,13 @@ class Totals:
 
 
 class SpendLog(Protocol):
-    """Where settled spend is made durable (spendgate.adapters.journal.SpendJournal)."""
+    """Where requests and their settled spend are made durable (spendgate.adapters.journal.SpendJournal)."""
 
-    def append(self, request_id: str, charges: Sequence[Charge], cost: Decimal) -> None: ...
+    def start(self, exchange_id: str, charges: Sequence[Charge], estimate: Decimal, context: Mapping[str, Any],
+              ledger_position: tuple[int, int] | None) -> None: ...
+
+    def append(self, request_id: str, charges: Sequence[Charge], cost: Decimal, exchange_id: str | None = None
+               ) -> None: ...
 
     def replay(self) -> dict[Charge, Totals]: ...
 
@@ -47,6 +51,8 @@ class SpendLog(Protocol):
 
 @dataclass(frozen=True)
 class Reservation:
+    """An admitted request's estimated cost, held against its budgets until it settles."""
+
     charges: tuple[Charge, ...]
     amount: Decimal
 
@@ -80,21 +86,36 @@ class SpendTracker:
             self._in_flight[charge] += amount
         return Reservation(tuple(charges), amount)
 
-    def settle(self, reservation: Reservation, request_id: str, cost: Decimal) -> None:
-        """Journal first (it must survive a crash), then count, then release the reservation."""
-        if self._journal is not None and reservation.charges:
-            self._journal.append(request_id, reservation.charges, cost)
+    def begin(self, reservation: Reservation, exchange_id: str, context: Mapping[str, Any],
+              ledger_position: tuple[int, int] | None) -> None:
+        """Before the request goes upstream: journal that it started, so a proxy killed before it
+        settles still accounts for it on restart (at its estimate). May raise the journal's error."""
+        if self._journal is not None:
+            self._journal.start(exchange_id, reservation.charges, reservation.amount, context, ledger_position)
+
+    def settle(self, reservation: Reservation, request_id: str, cost: Decimal, exchange_id: str | None = None,
+               journal: bool = True) -> None:
+        """Count and release in memory (this cannot fail), then journal, before the response completes.
+
+        `journal=False` when the request's ledger line could not be written yet: the journal must
+        never be ahead of the ledger (its start line lets a restart settle it from the ledger). A
+        journal error propagates after the in-memory state is consistent; the caller logs it."""
         for charge in reservation.charges:
             totals = self._local.setdefault(charge, Totals(Decimal(0), 0))
             totals.spent += cost
             totals.requests += 1
             self._release(charge, reservation.amount)
         self.version += 1
+        if journal and self._journal is not None and (reservation.charges or exchange_id is not None):
+            self._journal.append(request_id, reservation.charges, cost, exchange_id)
 
-    def release(self, reservation: Reservation) -> None:
-        """A request that was never answered (refused, failed before any usage)."""
+    def release(self, reservation: Reservation, request_id: str = "", exchange_id: str | None = None) -> None:
+        """A request that was never answered (refused, failed before any usage): it costs nothing.
+        With its exchange id, the journal closes the request's start line."""
         for charge in reservation.charges:
             self._release(charge, reservation.amount)
+        if exchange_id is not None and self._journal is not None:
+            self._journal.append(request_id, (), Decimal(0), exchange_id)
 
     def _release(self, charge: Charge, amount: Decimal) -> None:
         remaining = self._in_flight[charge] - amount

@@ -15,12 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol
 
 import orjson
 
-from spendgate.logic.pricing import PriceBook
+from spendgate.logic.pricing import PriceBook, PriceSource
 from spendgate.policy.bundle import SignedBundle
 from spendgate.proxy.attribution import Attribution
 
@@ -48,12 +49,25 @@ class AdmissionRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class Estimate:
+    """What admission expects a request to cost. It is what the request is settled at when no real
+    usage can be had: the upstream answered without readable usage, or the proxy was killed mid-request."""
+
+    cost: Decimal
+    input_tokens: int
+    output_tokens: int
+    model: str  # the id the estimate was priced under
+    source: PriceSource
+
+
+@dataclass(frozen=True, slots=True)
 class Forward:
     """Send the request upstream unchanged."""
 
     reason: str = ""  # for the ledger, e.g. what a dry-run budget would have done
     headers: Headers = ()  # added to the client's response, e.g. a budget warning
     hold: object = None  # opaque to the proxy, handed back at settle (e.g. a spend reservation)
+    estimate: Estimate | None = None
     action: ClassVar[str] = "forward"
 
 
@@ -65,6 +79,7 @@ class Reroute:
     reason: str
     headers: Headers = ()
     hold: object = None
+    estimate: Estimate | None = None
     action: ClassVar[str] = "reroute"
 
 

@@ -40,9 +40,18 @@ from spendgate.logic.spend import at_least, format_percent
 from spendgate.logic.tracker import Charge, Reservation, SpendTracker
 from spendgate.logic.windows import utc_now, window_at
 from spendgate.policy.bundle import Bundle, SignedBundle
-from spendgate.proxy.admission import FORWARD, AdmissionRequest, Endpoint, Forward, Headers, Reject, Reroute
+from spendgate.proxy.admission import (
+    FORWARD,
+    AdmissionRequest,
+    Endpoint,
+    Estimate,
+    Forward,
+    Headers,
+    Reject,
+    Reroute,
+)
 from spendgate.proxy.live import LiveSpend
-from spendgate.proxy.settle import Spend
+from spendgate.proxy.settle import Spend, Start
 
 # Until a developer has this many settled requests, reserve this many output tokens per request.
 DEFAULT_OUTPUT_TOKENS: Final = 1_000
@@ -92,12 +101,12 @@ class BudgetAdmission:
         if decision.action is Action.PAUSE:
             return self._reject(decision, index, request)
         estimate = self._estimate(request.prices, decision.model, input_tokens, identity.developer, request)
-        hold = self._tracker.reserve([(s.budget.id, s.window.id) for s in decision.standings], estimate)
+        hold = self._tracker.reserve([(s.budget.id, s.window.id) for s in decision.standings], estimate.cost)
         headers = usage_headers(decision.fullest)
         if decision.action is Action.REROUTE:
             headers += (("x-spendgate-downgraded-from", request.model),)
-            return Reroute(decision.model, describe_decision(decision), headers, hold)
-        return Forward(describe_decision(decision), headers, hold)
+            return Reroute(decision.model, describe_decision(decision), headers, hold, estimate)
+        return Forward(describe_decision(decision), headers, hold, estimate)
 
     def _index(self, signed: SignedBundle) -> BudgetIndex:
         """Built once per bundle: the hot path only does dictionary lookups."""
@@ -106,10 +115,11 @@ class BudgetAdmission:
         return self._indexed[1]
 
     def _estimate(self, prices: PriceBook, model: str, input_tokens: int, developer: str,
-                  request: AdmissionRequest) -> Decimal:
+                  request: AdmissionRequest) -> Estimate:
         rates = prices.rates(model, request.now.date())
         output_tokens = self._outputs.tokens(developer)
-        return (input_tokens * rates.input.base + output_tokens * rates.output.base) / MILLION
+        cost = (input_tokens * rates.input.base + output_tokens * rates.output.base) / MILLION
+        return Estimate(cost, input_tokens, output_tokens, rates.model, rates.source)
 
     def _reject(self, decision: Decision, index: BudgetIndex, request: AdmissionRequest) -> Reject:
         assert decision.deciding is not None  # a pause always has the budget that paused
@@ -126,16 +136,22 @@ class BudgetAdmission:
 
     # SpendSink -----------------------------------------------------------------------------
 
+    def begin(self, start: Start) -> None:
+        hold = start.decision.hold
+        if isinstance(hold, Reservation):
+            self._tracker.begin(hold, start.exchange_id, start.interrupted_line, start.ledger_position)
+
     def record(self, spend: Spend) -> None:
         hold = spend.decision.hold
         if not isinstance(hold, Reservation):
             return
-        if spend.cost is None:
-            self._tracker.release(hold)
-            return
-        self._tracker.settle(hold, spend.request_id, spend.cost)
         if spend.output_tokens is not None and not spend.estimated:
             self._outputs.observe(spend.attribution.identity.developer, spend.output_tokens)
+        journal_id = spend.exchange_id if spend.journal else None
+        if spend.cost is None:
+            self._tracker.release(hold, spend.request_id, journal_id)
+        else:
+            self._tracker.settle(hold, spend.request_id, spend.cost, journal_id, journal=spend.journal)
 
 
 def ended_charges(charges: Iterable[Charge], bundle: Bundle, now: datetime) -> set[Charge]:

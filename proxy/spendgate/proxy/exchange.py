@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -11,12 +13,30 @@ from spendgate.proxy.admission import FORWARD, Decision, Endpoint
 from spendgate.proxy.attribution import Attribution, Identity
 
 # Flags the proxy adds to the pricing's own (spendgate.logic.pricing); docs/ledger.md lists them all.
-ESTIMATED: Final = "estimated"  # the stream ended before its final usage: output is a floor estimate
+ESTIMATED: Final = "estimated"  # the cost is an estimate: a stream ended before its final usage, or see below
 NO_USAGE: Final = "no_usage"  # the response ended before any usage arrived: nothing could be priced
+USAGE_MISSING: Final = "usage_missing"  # a success without readable usage: billed at the admission estimate
+USAGE_UNREADABLE: Final = "usage_unreadable"  # compressed in a way we cannot read, or too large to keep whole
+INTERRUPTED: Final = "interrupted"  # the proxy stopped mid-request; settled at its estimate on restart
+# A settlement step failed; the step is named, the request still has its line and released its hold.
+PRICING_FAILED: Final = "pricing_failed"
+METRICS_FAILED: Final = "metrics_failed"
+SCAN_FAILED: Final = "scan_failed"  # the stream scanner broke: the stream went on, usage as far as read
+JOURNAL_FAILED: Final = "journal_failed"  # the start line could not be journaled: not SIGKILL-safe
+INTERNAL_ERROR: Final = "internal_error"  # a gateway bug ended the request (logged with its traceback)
+
+_BOOT: Final = secrets.token_hex(6)  # exchange ids are unique across restarts and proxies without coordination
+_sequence = itertools.count(1)
+
+
+def new_exchange_id() -> str:
+    """The gateway's own id of a request: in its ledger line and its journal lines."""
+    return f"xg_{_BOOT}_{next(_sequence):x}"
 
 
 class Outcome(StrEnum):
     OK = "ok"
+    INTERRUPTED = "interrupted"  # the proxy was killed while the request was in flight (settled on restart)
     UPSTREAM_ERROR = "upstream_error"  # the upstream answered with an error status or a mid-stream error event
     UPSTREAM_FAILED = "upstream_failed"  # unreachable, timed out, or the connection broke
     CLIENT_DISCONNECTED = "client_disconnected"
@@ -30,6 +50,8 @@ class Exchange:
     started: float  # perf_counter() at arrival
     method: str
     path: str
+    id: str = field(default_factory=new_exchange_id)
+    settled: bool = False  # settle runs exactly once, whatever path the request takes
     endpoint: Endpoint | None = None
     bundle_version: str = ""
     request_id: str = ""

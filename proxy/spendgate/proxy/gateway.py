@@ -18,6 +18,7 @@ rewritten only when admission reroutes it to another model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,7 +35,26 @@ from spendgate.proxy.asgi import RawHeaders, Receive, Scope, Send
 from spendgate.proxy.attribution import TAG_HEADERS, attribute, credential, identify
 from spendgate.proxy.bundles import ActiveBundle, BundleHolder
 from spendgate.proxy.errors import ProxyError, error_body, new_request_id, sse_error_event
-from spendgate.proxy.exchange import ESTIMATED, NO_USAGE, Exchange, Outcome
+from spendgate.proxy.exchange import (
+    ESTIMATED,
+    INTERNAL_ERROR,
+    NO_USAGE,
+    SCAN_FAILED,
+    USAGE_UNREADABLE,
+    Exchange,
+    Outcome,
+)
+from spendgate.proxy.message import (
+    HEAD_BYTES,
+    TAIL_BYTES,
+    WBITS,
+    Inflater,
+    content_encoding,
+    error_type_of,
+    read_head_and_tail,
+    read_message,
+    readable,
+)
 from spendgate.proxy.settle import Settler
 from spendgate.proxy.sse import StreamScanner
 from spendgate.proxy.upstream import Upstream
@@ -183,29 +203,6 @@ def encoded(headers: Iterable[tuple[str, str]]) -> RawHeaders:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
-def read_message(exchange: Exchange, body: bytes) -> None:
-    """Usage, served model and refusal from a non-streaming Message body."""
-    try:
-        message = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return
-    if not isinstance(message, dict):
-        return
-    usage, model = message.get("usage"), message.get("model")
-    exchange.usage = usage if isinstance(usage, dict) else None
-    exchange.served_model = model if isinstance(model, str) else None
-    exchange.refused_before_output = message.get("stop_reason") == "refusal" and not message.get("content")
-
-
-def error_type_of(body: bytes) -> str | None:
-    """The `error.type` of an upstream error body, for the ledger; None if it is not Anthropic-shaped."""
-    try:
-        error = orjson.loads(body).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        return None
-    return str(error.get("type")) if isinstance(error, dict) else None
-
-
 async def wait_for_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
@@ -219,13 +216,16 @@ def abandon_upstream(response: aiohttp.ClientResponse, watcher: asyncio.Future[N
 
 class Gateway:
     def __init__(self, bundles: BundleHolder, upstream: Upstream, admission: Admission, settler: Settler,
-                 max_body_bytes: int, max_passthrough_body_bytes: int) -> None:
+                 max_body_bytes: int, max_passthrough_body_bytes: int, max_buffered_response_bytes: int,
+                 body_timeout: float) -> None:
         self._bundles = bundles
         self._upstream = upstream
         self._admission = admission
         self._settler = settler
         self._limits = {endpoint: max_body_bytes if endpoint in PARSED else max_passthrough_body_bytes
                         for endpoint in Endpoint}
+        self._max_buffered = max_buffered_response_bytes
+        self._body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -241,10 +241,20 @@ class Gateway:
         except ClientGone:
             exchange.status, exchange.outcome = CLIENT_CLOSED_REQUEST, Outcome.CLIENT_DISCONNECTED
             self._settler.settle(exchange, active.prices)
-        except Exception:  # a bug must still answer in Anthropic's shape, and be logged and recorded
-            logger.exception("internal error on %s %s", exchange.method, exchange.path)
+        except Exception:  # a bug: still an Anthropic-shaped answer, one ledger line, a clean end
+            logger.exception("internal error on %s %s (%s)", exchange.method, exchange.path, exchange.id)
+            exchange.flags.add(INTERNAL_ERROR)
             if exchange.first_byte is None:
                 await self._refuse(send, exchange, active, ProxyError("api_error", "internal gateway error", 500))
+            else:
+                self._settler.settle(exchange, active.prices)  # once: a no-op if it had settled
+                await self._end(send)
+
+    @staticmethod
+    async def _end(send: Send) -> None:
+        """End a response that had started; the client may be gone already."""
+        with contextlib.suppress(Exception):
+            await send(END)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange,
                       active: ActiveBundle) -> None:
@@ -257,7 +267,7 @@ class Gateway:
         key = credential(inbound.api_key, inbound.authorization)
         identity = exchange.identity = identify(key, active.owners, active.keys)
         # 3. read the body; 4. attribute
-        body = await read_body(receive, declared_length(inbound.content_length), self._limits[endpoint])
+        body = await self._read_body(receive, declared_length(inbound.content_length), self._limits[endpoint])
         exchange.request_bytes = len(body)
         parsed = parse_body(body) if endpoint in PARSED else None
         exchange.attribution = attribute(identity, inbound.tags, user_id_of(parsed) if parsed else None)
@@ -278,7 +288,9 @@ class Gateway:
             body = with_model(parsed, decision.model)
             exchange.forwarded_model = decision.model
 
-        # 6. forward; 7. relay and 8. settle, both in the relay
+        # 6. forward (journaled as started first); 7. relay and 8. settle, both in the relay
+        if endpoint is Endpoint.MESSAGES:
+            self._settler.begin(exchange)
         target = scope["raw_path"].decode("latin-1")
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")
@@ -292,24 +304,75 @@ class Gateway:
         finally:
             response.release()
 
+    async def _read_body(self, receive: Receive, declared: int | None, limit: int) -> bytes:
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                return await read_body(receive, declared, limit)
+        except TimeoutError:
+            raise ProxyError("timeout_error", f"the request body did not arrive within {self._body_timeout:g} s "
+                                              "(--client-body-timeout)", 408) from None
+
     async def _relay_whole(self, send: Send, response: aiohttp.ClientResponse, exchange: Exchange,
                            active: ActiveBundle) -> None:
-        """A non-streaming Message (or an error): read it all, read its usage, settle, answer."""
+        """A non-streaming Message (or an error): read it, read its usage, settle, answer. One larger
+        than the buffer limit is streamed through as it arrives, its usage read from its tail."""
+        exchange.status = response.status
+        kept: list[bytes] = []
+        size = 0
+        chunks = response.content.iter_any()
         try:
-            body = await response.read()
+            async for chunk in chunks:
+                kept.append(chunk)
+                size += len(chunk)
+                if size > self._max_buffered:
+                    await self._relay_large(send, response, exchange, active, b"".join(kept), chunks)
+                    return
         except TimeoutError:
             raise self._upstream.timed_out() from None
         except aiohttp.ClientError as error:
             raise self._upstream.broke_off(error) from None
         exchange.upstream_done = perf_counter()
-        exchange.status = response.status
-        if response.status == 200:
-            read_message(exchange, body)
-        else:
-            exchange.outcome, exchange.error_type = Outcome.UPSTREAM_ERROR, error_type_of(body)
+        body = b"".join(kept)
+        self._read_answer(exchange, readable(body, content_encoding(response.headers)))
         await self._start(send, exchange, response, keep_length=True)
         self._settler.settle(exchange, active.prices)
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    @staticmethod
+    def _read_answer(exchange: Exchange, body: bytes | None) -> None:
+        if body is None:
+            exchange.flags.add(USAGE_UNREADABLE)
+        elif exchange.status == 200:
+            read_message(exchange, body)
+        if exchange.status != 200:
+            exchange.outcome = Outcome.UPSTREAM_ERROR
+            exchange.error_type = error_type_of(body) if body is not None else None
+
+    async def _relay_large(self, send: Send, response: aiohttp.ClientResponse, exchange: Exchange,
+                           active: ActiveBundle, first: bytes, rest: Any) -> None:
+        """Past the buffer limit: relay as it arrives, keeping only the head and the tail, and the
+        last chunk back until the answer is settled."""
+        exchange.upstream_done = perf_counter()
+        await self._start(send, exchange, response, keep_length=True)
+        head, tail, held = first[:HEAD_BYTES], first[-TAIL_BYTES:], first
+        try:
+            async for chunk in rest:
+                await send({"type": "http.response.body", "body": held, "more_body": True})
+                held, tail = chunk, (tail + chunk)[-TAIL_BYTES:]
+        except TimeoutError:
+            exchange.outcome, exchange.error_type = Outcome.UPSTREAM_FAILED, self._upstream.timed_out().error_type
+        except aiohttp.ClientError as error:
+            exchange.outcome, exchange.error_type = Outcome.UPSTREAM_FAILED, self._upstream.broke_off(error).error_type
+        if content_encoding(response.headers) not in ("", "identity"):
+            exchange.flags.add(USAGE_UNREADABLE)
+        elif exchange.status == 200:
+            read_head_and_tail(exchange, head, tail)
+        else:
+            exchange.outcome = Outcome.UPSTREAM_ERROR
+        if exchange.status == 200 and exchange.usage is None and USAGE_UNREADABLE not in exchange.flags:
+            exchange.flags.add(USAGE_UNREADABLE)
+        self._settler.settle(exchange, active.prices)
+        await send({"type": "http.response.body", "body": held, "more_body": False})
 
     async def _relay_stream(self, receive: Receive, send: Send, response: aiohttp.ClientResponse,
                             exchange: Exchange, active: ActiveBundle) -> None:
@@ -320,15 +383,18 @@ class Gateway:
             exchange.outcome = Outcome.UPSTREAM_ERROR
         events = is_event_stream(response)
         scanner = StreamScanner() if events and exchange.endpoint is Endpoint.MESSAGES else None
+        inflater = self._inflater(exchange, response) if scanner is not None else None
         await self._start(send, exchange, response, keep_length=not events)
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         watcher.add_done_callback(partial(abandon_upstream, response))
         failure: ProxyError | None = None
+        scanning = scanner is not None
         try:
             async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if scanner is not None:
-                    scanner.feed(chunk)
+                if scanning:
+                    assert scanner is not None
+                    scanning = self._scan(exchange, scanner, inflater.feed(chunk) if inflater else chunk)
         except TimeoutError:
             failure = self._upstream.timed_out()
         except aiohttp.ClientError as error:
@@ -346,6 +412,28 @@ class Gateway:
             self._take_usage(exchange, scanner)
         self._settler.settle(exchange, active.prices)
         await send(END)
+
+    @staticmethod
+    def _inflater(exchange: Exchange, response: aiohttp.ClientResponse) -> Inflater | None:
+        encoding = content_encoding(response.headers)
+        if encoding in ("", "identity"):
+            return None
+        if encoding in WBITS:
+            return Inflater(encoding)
+        exchange.flags.add(USAGE_UNREADABLE)
+        return None
+
+    @staticmethod
+    def _scan(exchange: Exchange, scanner: StreamScanner, data: bytes) -> bool:
+        """Feed the side scanner; False once it broke: the stream goes on unscanned (flagged, logged),
+        and is billed on the usage read so far."""
+        try:
+            scanner.feed(data)
+        except Exception:
+            logger.exception("the stream scanner failed on %s; relaying the rest unscanned", exchange.id)
+            exchange.flags.add(SCAN_FAILED)
+            return False
+        return True
 
     @staticmethod
     def _stream_failure(scanner: StreamScanner | None, failure: ProxyError) -> bytes:

@@ -30,6 +30,7 @@ from spendgate.proxy.bundles import BundleFile, BundleSource, ConfigMapBundle, P
 from spendgate.proxy.enforce import BudgetAdmission, prune_forever
 from spendgate.proxy.ledger import STDOUT
 from spendgate.proxy.live import LiveSpend, retrying
+from spendgate.proxy.recovery import settle_interrupted
 from spendgate.proxy.server import MIB, Proxy, Settings
 
 UPSTREAM_KEY_ENV = "ANTHROPIC_API_KEY"
@@ -162,6 +163,7 @@ def build(args: argparse.Namespace) -> Proxy:
     budgets = BudgetAdmission(tracker)
     settings = settings_from(args)
     proxy = Proxy(settings, admission=budgets, spend_sink=budgets)
+    settle_interrupted(journal, tracker, proxy.ledger)  # before serving: a killed predecessor's requests
     if isinstance(settings.source, ConfigMapBundle):
         follow = partial(settings.source.follow, Kube(kube_configuration(args)))
         proxy.companions.append(partial(retrying, "watch the bundle ConfigMap", follow, forever=True))

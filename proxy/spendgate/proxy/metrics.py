@@ -88,6 +88,17 @@ class ProxyMetrics:
                                          "succeeded.", registry=self.registry)
         self.bundle_stale_seconds = Gauge("spendgate_bundle_stale_seconds", "How long the bundle source has "
                                           "differed from the bundle in use (0: in sync).", registry=self.registry)
+        self.settle_errors = Counter("spendgate_settle_errors", "Settlement steps that failed (the request still "
+                                     "got its ledger line, flagged, and released its reservation).", ["step"],
+                                     registry=self.registry)
+        self.ledger_write_errors = Counter("spendgate_ledger_write_errors", "Failed ledger writes (lines stay "
+                                           "queued and are retried).", registry=self.registry)
+        self.ledger_lines_dropped = Counter("spendgate_ledger_lines_dropped", "Ledger lines dropped because the "
+                                            "ledger could not be written for too long.", registry=self.registry)
+        self.connections_refused = Counter("spendgate_client_connections_refused", "Client connections answered "
+                                           "and closed before a request could be read (header timeout, header "
+                                           "size, connection limit, malformed HTTP).", ["reason"],
+                                           registry=self.registry)
         self.tasks_stopped = Counter("spendgate_background_tasks_stopped", "Background tasks (bundle watcher, "
                                      "spend loop) that ended unexpectedly; the proxy is then not ready.",
                                      ["task"], registry=self.registry)

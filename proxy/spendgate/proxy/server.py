@@ -21,6 +21,7 @@ from spendgate.proxy.admin import AdminApp, Health
 from spendgate.proxy.admission import Admission, ForwardAll
 from spendgate.proxy.bundles import BundleHolder, BundleSource
 from spendgate.proxy.gateway import Gateway
+from spendgate.proxy.guard import ClientLimits, guarded_protocol
 from spendgate.proxy.ledger import STDOUT, LedgerWriter
 from spendgate.proxy.metrics import ProxyMetrics
 from spendgate.proxy.settle import Settler, SpendSink
@@ -48,6 +49,9 @@ class Settings:
     connect_timeout: float = 10.0
     read_timeout: float = 600.0  # Claude Code's own default request timeout (API_TIMEOUT_MS)
     reload_interval: float = 1.0
+    # A non-streaming answer larger than this is streamed through, its usage read from its tail.
+    max_buffered_response_bytes: int = 16 * MIB
+    client: ClientLimits = field(default_factory=ClientLimits)
 
 
 class _Server(uvicorn.Server):
@@ -57,9 +61,10 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _server(app: Any) -> _Server:
-    config = uvicorn.Config(app, http="httptools", lifespan="off", access_log=False, server_header=False,
-                            date_header=False, proxy_headers=False, log_config=None, log_level="warning")
+def _server(app: Any, protocol: type[asyncio.Protocol] | str = "httptools", idle_timeout: float = 5.0) -> _Server:
+    config = uvicorn.Config(app, http=protocol, lifespan="off", access_log=False, server_header=False,
+                            date_header=False, proxy_headers=False, log_config=None, log_level="warning",
+                            timeout_keep_alive=idle_timeout)  # type: ignore[arg-type]  # used as a float
     return _Server(config)
 
 
@@ -89,13 +94,16 @@ class Proxy:
         self.metrics = ProxyMetrics()
         self.bundles = BundleHolder(settings.source, self.metrics)
         self.health = Health()
-        self.ledger = LedgerWriter(settings.ledger, settings.ledger_max_bytes, settings.ledger_backups)
+        self.ledger = LedgerWriter(settings.ledger, settings.ledger_max_bytes, settings.ledger_backups, self.metrics)
         self.upstream = Upstream(settings.upstream_url, settings.upstream_key, settings.connect_timeout,
                                  settings.read_timeout)
         settler = Settler(self.ledger, self.metrics, spend_sink)
         gateway = Gateway(self.bundles, self.upstream, admission or ForwardAll(), settler,
-                          settings.max_body_bytes, settings.max_passthrough_body_bytes)
-        self._servers = [_server(gateway), _server(AdminApp(self.bundles, self.metrics, self.health))]
+                          settings.max_body_bytes, settings.max_passthrough_body_bytes,
+                          settings.max_buffered_response_bytes, settings.client.body_timeout)
+        client_protocol = guarded_protocol(settings.client, self.metrics)
+        self._servers = [_server(gateway, client_protocol, settings.client.idle_timeout),
+                         _server(AdminApp(self.bundles, self.metrics, self.health))]
         self._tasks: list[asyncio.Task[None]] = []
         self.port = self.admin_port = 0
 

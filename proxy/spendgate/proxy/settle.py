@@ -1,10 +1,21 @@
-"""Settle: the step after a request's usage is known. Price it, write its ledger line, count it, and
-tell the spend sink.
+"""Settle: the step after a request's usage is known. Price it, count it, write its ledger line, and
+tell the spend sink. And its prologue, `begin`: before an admitted request goes upstream, the sink
+journals that it started, so a proxy killed mid-request still accounts for it (spendgate.proxy.recovery).
 
-It runs exactly once per request, on every path (answered, refused, failed, abandoned), after the
-client's response has started and before it completes, so a sink that journals synchronously has
-recorded the spend before the client has seen the end of the answer. The enforcement issue plugs
-its spend tracker (journal, reservations, SpendReport) in as the `SpendSink`.
+`settle` runs exactly once per request, on every path (answered, refused, failed, abandoned, a bug),
+after the client's response has started and before it completes, so a sink that journals
+synchronously has recorded the spend before the client has seen the end of the answer.
+
+It cannot fail. Each step that could raise (pricing, metrics, the ledger line, the ledger write, the
+sink) is caught, logged with its traceback, counted (`spendgate_settle_errors_total{step}`) and,
+where the ledger line is still to be written, flagged on it; the request still gets exactly one
+ledger line and releases its reservation. Money is never silently zero: a success whose usage
+cannot be read is billed at admission's estimate and flagged.
+
+The order is what makes a SIGKILL harmless: start line (journal) -> forward -> ledger line ->
+settle line (journal). A kill before the ledger line leaves a start line without a settle line:
+the restart finds no ledger line and settles it at its estimate. A kill between the two finds the
+ledger line and settles the journal from it. So the two never disagree.
 """
 
 from __future__ import annotations
@@ -14,16 +25,37 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from time import perf_counter
-from typing import Protocol
+from typing import Any, Protocol
 
-from spendgate.logic.pricing import Charge, PriceBook, PriceSource
-from spendgate.proxy.admission import Forward, Reject, Reroute
+from spendgate.logic.pricing import Charge, PriceBook, PriceSource, Tokens
+from spendgate.proxy.admission import Endpoint, Estimate, Forward, Reject, Reroute
 from spendgate.proxy.attribution import Attribution
-from spendgate.proxy.exchange import ESTIMATED, Exchange
-from spendgate.proxy.ledger import LedgerWriter, record
+from spendgate.proxy.errors import new_request_id
+from spendgate.proxy.exchange import (
+    ESTIMATED,
+    INTERNAL_ERROR,
+    INTERRUPTED,
+    JOURNAL_FAILED,
+    METRICS_FAILED,
+    PRICING_FAILED,
+    USAGE_MISSING,
+    Exchange,
+    Outcome,
+)
+from spendgate.proxy.ledger import LedgerWriter, minimal_record, record
 from spendgate.proxy.metrics import NO_MODEL_LABEL, UNKNOWN_MODEL_LABEL, ProxyMetrics
 
 logger = logging.getLogger("spendgate.proxy")
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """An admitted request about to go upstream."""
+
+    exchange_id: str
+    decision: Forward | Reroute  # with its `hold`
+    interrupted_line: dict[str, Any]  # the ledger line it gets if the proxy dies before it settles
+    ledger_position: tuple[int, int] | None  # where the ledger file stood (recovery looks from there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,16 +63,21 @@ class Spend:
     """How an admitted request ended: what it cost (if anything could be priced), and whom to charge."""
 
     request_id: str
+    exchange_id: str
     at: datetime  # when the request arrived; aware, UTC (budget windows are computed from it)
     attribution: Attribution  # cost center and developer from the key; repo and session tags
     decision: Forward | Reroute  # what admission decided, with its `hold` (e.g. a reservation to settle)
     cost: Decimal | None  # None: nothing billable came back (an error, a failure before any usage)
     model: str | None  # the model it was priced as
     output_tokens: int | None  # billed output tokens (all iterations), None with cost None
-    estimated: bool  # the output is a floor estimate (the stream ended before its final usage)
+    estimated: bool  # the cost is an estimate (a stream cut short, or usage missing)
+    journal: bool  # its ledger line is written: the journal may record it (never ahead of the ledger)
 
 
 class SpendSink(Protocol):
+    def begin(self, start: Start) -> None:
+        """Called once for every admitted request, before it is forwarded (a journal append is fine)."""
+
     def record(self, spend: Spend) -> None:
         """Called once for every admitted request, on the event loop, before its response completes.
 
@@ -48,26 +85,71 @@ class SpendSink(Protocol):
         """
 
 
+def estimated_charge(estimate: Estimate) -> Charge:
+    return Charge(estimate.cost, Tokens(input=estimate.input_tokens, output=estimate.output_tokens), estimate.model,
+                  estimate.source, frozenset({ESTIMATED}))
+
+
 class Settler:
     def __init__(self, ledger: LedgerWriter, metrics: ProxyMetrics, sink: SpendSink | None) -> None:
-        """Without a sink (until enforcement exists) the ledger and metrics are the only records."""
+        """Without a sink the ledger and metrics are the only records."""
         self._ledger = ledger
         self._metrics = metrics
         self._sink = sink
 
+    def begin(self, exchange: Exchange) -> None:
+        """Journal an admitted request as started, before it is forwarded. A journal that cannot be
+        written does not stop the request: it is flagged (`journal_failed`), logged and counted."""
+        decision = exchange.decision
+        if self._sink is None or isinstance(decision, Reject):
+            return
+        try:
+            self._sink.begin(Start(exchange.id, decision, self._interrupted_line(exchange), self._ledger.position()))
+        except Exception:
+            self._failed(exchange, JOURNAL_FAILED, "journal")
+
+    def _interrupted_line(self, exchange: Exchange) -> dict[str, Any]:
+        estimate = exchange.decision.estimate if not isinstance(exchange.decision, Reject) else None
+        line = record(exchange, estimated_charge(estimate) if estimate else None)
+        return {**line, "requestId": new_request_id(), "status": 0, "outcome": Outcome.INTERRUPTED,
+                "flags": sorted({*line["flags"], ESTIMATED, INTERRUPTED})}
+
     def settle(self, exchange: Exchange, prices: PriceBook) -> Charge | None:
+        if exchange.settled:
+            return None
+        exchange.settled = True
         exchange.finished = perf_counter()
-        charge = self._price(exchange, prices)
-        decision, attribution = exchange.decision, exchange.attribution
-        sink = (self._sink if exchange.admitted and attribution is not None and not isinstance(decision, Reject)
-                else None)
-        # Spend the sink records is journaled, SIGKILL-safe; its ledger line must be as safe (written
-        # at once, not batched), or a killed proxy leaves spend its budgets count and its ledger lacks.
-        self._ledger.write(record(exchange, charge), now=sink is not None and charge is not None)
-        self._count(exchange, charge, prices)
-        if sink is not None and attribution is not None and not isinstance(decision, Reject):
-            self._record_spend(sink, exchange, attribution, decision, charge)
+        charge = self._charge(exchange, prices)
+        try:
+            self._count(exchange, charge, prices)
+        except Exception:
+            self._failed(exchange, METRICS_FAILED, "metrics")
+        journaled = self._sink is not None and exchange.admitted and exchange.attribution is not None
+        # A journaled request's line is written at once (not batched) and before its settle line,
+        # so a SIGKILL never leaves journaled spend missing from the ledger.
+        written = self._write_line(exchange, charge, now=journaled)
+        if journaled:
+            self._record_spend(exchange, charge, journal=written)
         return charge
+
+    def _charge(self, exchange: Exchange, prices: PriceBook) -> Charge | None:
+        try:
+            charge = self._price(exchange, prices)
+        except Exception:
+            self._failed(exchange, PRICING_FAILED, "pricing")
+            charge = None
+        if charge is not None or not self._owes_usage(exchange):
+            return charge
+        estimate = exchange.decision.estimate if not isinstance(exchange.decision, Reject) else None
+        if PRICING_FAILED not in exchange.flags:
+            exchange.flags.add(USAGE_MISSING)
+        return estimated_charge(estimate) if estimate is not None else None
+
+    @staticmethod
+    def _owes_usage(exchange: Exchange) -> bool:
+        """A Message the upstream says it served (2xx, completed), whose cost must therefore be known."""
+        return (exchange.endpoint is Endpoint.MESSAGES and 200 <= exchange.status < 300
+                and exchange.outcome is Outcome.OK)
 
     @staticmethod
     def _price(exchange: Exchange, prices: PriceBook) -> Charge | None:
@@ -75,6 +157,14 @@ class Settler:
         if exchange.usage is None or model is None:
             return None
         return prices.charge(model, exchange.usage, exchange.received_at.date(), exchange.refused_before_output)
+
+    def _write_line(self, exchange: Exchange, charge: Charge | None, now: bool) -> bool:
+        """Exactly one line per request: the full one, or (a bug in building it) the minimal one."""
+        try:
+            return self._ledger.write(record(exchange, charge), now=now)
+        except Exception:
+            self._failed(exchange, INTERNAL_ERROR, "ledger line")
+            return self._ledger.write(minimal_record(exchange, charge), now=now)
 
     def _count(self, exchange: Exchange, charge: Charge | None, prices: PriceBook) -> None:
         identity = exchange.identity
@@ -86,17 +176,28 @@ class Settler:
         self._metrics.observe_latency(exchange.endpoint or "unrouted", exchange.upstream_seconds,
                                       exchange.added_seconds)
 
-    def _record_spend(self, sink: SpendSink, exchange: Exchange, attribution: Attribution,
-                      decision: Forward | Reroute, charge: Charge | None) -> None:
-        spend = Spend(request_id=exchange.request_id, at=exchange.received_at, attribution=attribution,
-                      decision=decision, cost=charge.cost if charge else None,
+    def _record_spend(self, exchange: Exchange, charge: Charge | None, journal: bool) -> None:
+        decision, attribution = exchange.decision, exchange.attribution
+        assert self._sink is not None and attribution is not None and not isinstance(decision, Reject)
+        spend = Spend(request_id=exchange.request_id, exchange_id=exchange.id, at=exchange.received_at,
+                      attribution=attribution, decision=decision, cost=charge.cost if charge else None,
                       model=charge.model if charge else None,
-                      output_tokens=charge.tokens.output if charge else None, estimated=ESTIMATED in exchange.flags)
+                      output_tokens=charge.tokens.output if charge else None,
+                      estimated=ESTIMATED in exchange.flags or (charge is not None and ESTIMATED in charge.flags),
+                      journal=journal)
         try:
-            sink.record(spend)
+            self._sink.record(spend)
         except Exception:  # a failing sink must not fail the client's answer; it is counted and logged
             self._metrics.spend_sink_errors.inc()
-            logger.exception("spend sink failed on request %s", exchange.request_id)
+            self._metrics.settle_errors.labels("journal").inc()
+            logger.exception("spend sink failed on request %s (%s); a restart settles it from the ledger",
+                             exchange.request_id, exchange.id)
+
+    def _failed(self, exchange: Exchange, flag: str, step: str) -> None:
+        exchange.flags.add(flag)
+        self._metrics.settle_errors.labels(step).inc()
+        logger.exception("settling %s %s (%s) failed at the %s step; flagged %s", exchange.method, exchange.path,
+                         exchange.id, step, flag)
 
 
 def _model_label(exchange: Exchange, charge: Charge | None, prices: PriceBook) -> str:

@@ -21,6 +21,11 @@ import orjson
 from spendgate.logic.pricing import merge_delta_usage
 
 CHARS_PER_TOKEN: Final = 4
+# Bounds on what a hostile or broken upstream can make the scanner keep: an event that never ends
+# is dropped past MAX_EVENT_BYTES (usage events are tiny), and kept deltas are counted and
+# released past MAX_KEPT_DELTA_BYTES.
+MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
+MAX_KEPT_DELTA_BYTES: Final = 4 * 1024 * 1024
 # The fields of each delta type that carry generated output (all billed as output tokens).
 GENERATED_FIELDS: Final = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 # The API names every event on an `event:` line first, so most events are told apart by a prefix.
@@ -31,14 +36,17 @@ SKIPPED: Final = (b"event: ping\n", b"event: content_block_stop\n")
 
 
 class StreamScanner:
-    __slots__ = ("_deltas", "_partial", "completed", "content_started", "error_type", "final_usage_seen", "model",
-                 "stop_reason", "usage")
+    __slots__ = ("_counted_chars", "_deltas", "_kept_bytes", "_partial", "_skipping", "completed", "content_started",
+                 "error_type", "final_usage_seen", "model", "stop_reason", "usage")
 
     def __init__(self) -> None:
         self._partial = b""  # an incomplete event carried over to the next chunk
+        self._skipping = False  # inside an event too large to keep: drop bytes until its end
         # Delta events, kept undecoded: they only matter if the stream ends before its final usage,
         # and decoding every one of them would be most of the scanner's cost.
         self._deltas: list[bytes] = []
+        self._kept_bytes = 0
+        self._counted_chars = 0  # generated characters of deltas already decoded and released
         self.usage: dict[str, Any] | None = None
         self.model: str | None = None
         self.stop_reason: str | None = None
@@ -53,9 +61,14 @@ class StreamScanner:
             buffer = buffer.replace(b"\r\n", b"\n")
         events = buffer.split(b"\n\n")
         self._partial = events.pop()
+        if self._skipping and events:  # the oversized event ends here
+            events.pop(0)
+            self._skipping = False
+        if len(self._partial) > MAX_EVENT_BYTES:
+            self._partial, self._skipping = b"", True
         for event in events:
             if event.startswith(DELTA):
-                self._deltas.append(event)
+                self._keep(event)
             elif event.startswith(BLOCK_START):
                 self.content_started = True
             elif event.startswith(MESSAGE_STOP):
@@ -72,9 +85,17 @@ class StreamScanner:
     def refused_before_output(self) -> bool:
         return self.stop_reason == "refusal" and not self.content_started
 
+    def _keep(self, event: bytes) -> None:
+        self._deltas.append(event)
+        self._kept_bytes += len(event)
+        if self._kept_bytes > MAX_KEPT_DELTA_BYTES:
+            self._counted_chars += sum(_generated(_decode(kept)) for kept in self._deltas)
+            self._deltas.clear()
+            self._kept_bytes = 0
+
     def generated_chars(self) -> int:
         """Characters of text, thinking and tool input streamed since the last usage update."""
-        return sum(_generated(_decode(event)) for event in self._deltas)
+        return self._counted_chars + sum(_generated(_decode(event)) for event in self._deltas)
 
     def billable_usage(self) -> tuple[dict[str, Any] | None, bool]:
         """The usage to bill and whether it is an estimate (the stream ended before its final usage)."""
@@ -89,7 +110,7 @@ class StreamScanner:
         decoded = _decode(event)
         kind = decoded.get("type")
         if kind == "content_block_delta":  # an upstream that does not name its events
-            self._deltas.append(event)
+            self._keep(event)
         elif kind == "content_block_start":
             self.content_started = True
         elif kind == "message_start":
@@ -121,6 +142,7 @@ class StreamScanner:
             merge_delta_usage(self.usage, usage)
             self.final_usage_seen = True
             self._deltas.clear()  # the reported output covers them
+            self._kept_bytes = self._counted_chars = 0
 
 
 def _decode(event: bytes) -> dict[str, Any]:
