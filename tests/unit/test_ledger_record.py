@@ -17,7 +17,7 @@ from spendgate.logic.pricing import Tokens
 
 LINE: dict[str, Any] = {
     "schemaVersion": "spendgate.io/ledger/v2", "time": "2026-11-24T09:12:03.481220Z",
-    "requestId": "req_011CSHoEeqs5C35K2UUqR7Fy", "method": "POST", "path": "/v1/messages", "endpoint": "messages",
+    "requestId": "req_011CSHoEeqs5C35K2UUqR7Fy", "exchangeId": "xg_3f9a1c2b4d5e_1a", "method": "POST", "path": "/v1/messages", "endpoint": "messages",
     "keyName": "alice-laptop", "developer": "alice", "costCenter": "platform", "repo": "org/payments",
     "branch": "main", "session": "54c1eb09-7f0e-4c2a-9a51-3d2f5b8e6a10", "sessionSource": "header",
     "requestClass": None, "agentId": None, "requestedModel": "claude-opus-5-5", "servedModel": "claude-sonnet-5-5",
@@ -53,7 +53,7 @@ def test_write_is_the_inverse_of_read() -> None:
 
 def test_version_1_lines_are_read_without_request_bytes() -> None:
     old = line(schemaVersion=LEDGER_V1)
-    del old["requestBytes"]
+    del old["requestBytes"], old["exchangeId"]
     record = parse_record(old)
     assert record.request_bytes is None
     assert orjson.loads(orjson.dumps(record_line(record), option=orjson.OPT_UTC_Z)) == old

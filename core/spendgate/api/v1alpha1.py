@@ -144,6 +144,11 @@ class CostCenterSpec(_Spec):
     members: StringSet = Field(
         default_factory=list, max_length=5000, description="Developers who belong to this cost center."
     )
+    requireRepositoryTag: bool = Field(
+        default=False,
+        description="Refuse requests without the x-spendgate-repo tag from keys of this cost center and the cost "
+                    "centers below it, so nobody steps around a Repository budget by omitting the tag.",
+    )
 
     cel_rules: ClassVar[list[dict[str, str]]] = [
         rule("self.alertTargets.all(t, self.alertTargets.exists_one(u, u.name == t.name))",

@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from spendgate.api.v1alpha1 import BudgetState, Enforcement, Period, ScopeKind
+from spendgate.logic.repository import normalize_repository
 from spendgate.logic.spend import Thresholds, at_least, format_percent, most_severe, to_cents
 from spendgate.logic.windows import Window, window_at, zone
 from spendgate.policy.bundle import BudgetEntry, Bundle, CostCenterEntry, RoutingPolicyEntry, RuleEntry
@@ -43,7 +44,8 @@ class Action(StrEnum):
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking: from the virtual key, never from client headers (the repository is a tag)."""
+    """Who is asking: from the virtual key, never from client headers (the repository is a tag,
+    in the normal form of spendgate.logic.repository)."""
 
     developer: str
     cost_center: str
@@ -116,10 +118,11 @@ class BudgetIndex:
         self._by_scope: dict[tuple[ScopeKind, str | None], list[BudgetEntry]] = defaultdict(list)
         self._limits: dict[str, tuple[Decimal, Thresholds]] = {}
         self._windows: dict[tuple[Period, str], Window] = {}
-        self._covering: dict[Caller, list[BudgetEntry]] = {}  # callers are keys x repositories: few
+        # By (developer, cost center, key): from the bundle's keys, so bounded. The repository is a
+        # client's tag, so repository budgets are looked up per request, never cached per tag.
+        self._covering: dict[tuple[str, str, str], list[BudgetEntry]] = {}
         for budget in bundle.budgets:
-            key_name = budget.costCenter if budget.scope.kind is ScopeKind.COST_CENTER else budget.scope.name
-            self._by_scope[(budget.scope.kind, key_name)].append(budget)
+            self._by_scope[(budget.scope.kind, _scope_key(budget))].append(budget)
             limit = Decimal(budget.limitUSD)
             self._limits[budget.id] = (limit, Thresholds.of(limit, budget.thresholds))
 
@@ -129,19 +132,30 @@ class BudgetIndex:
         return (cost_center, *entry.ancestors) if entry else (cost_center,)
 
     def budgets_for(self, caller: Caller) -> list[BudgetEntry]:
-        found = self._covering.get(caller)
+        identity = (caller.developer, caller.cost_center, caller.key_name)
+        found = self._covering.get(identity)
         if found is None:
-            found = self._covering[caller] = self._find_budgets(caller)
-        return found
+            found = self._covering[identity] = self._find_budgets(caller)
+        if caller.repository is None:
+            return found
+        by_repository = self._by_scope.get((ScopeKind.REPOSITORY, caller.repository))
+        if not by_repository:
+            return found
+        chain = self.chain(caller.cost_center)
+        return found + [b for b in by_repository if b.costCenter in chain]
 
     def _find_budgets(self, caller: Caller) -> list[BudgetEntry]:
+        """The budgets that cover the caller whatever repository it works in."""
         chain = self.chain(caller.cost_center)
         found = [b for cc in chain for b in self._by_scope.get((ScopeKind.COST_CENTER, cc), [])]
-        for kind, name in ((ScopeKind.DEVELOPER, caller.developer), (ScopeKind.VIRTUAL_KEY, caller.key_name),
-                           (ScopeKind.REPOSITORY, caller.repository)):
-            if name is not None:
-                found.extend(b for b in self._by_scope.get((kind, name), []) if b.costCenter in chain)
+        for kind, name in ((ScopeKind.DEVELOPER, caller.developer), (ScopeKind.VIRTUAL_KEY, caller.key_name)):
+            found.extend(b for b in self._by_scope.get((kind, name), []) if b.costCenter in chain)
         return found
+
+    def requiring_repository(self, cost_center: str) -> str | None:
+        """The cost center (this one or an ancestor) that requires the repository tag, if any."""
+        return next((name for name in self.chain(cost_center)
+                     if (entry := self.cost_centers.get(name)) is not None and entry.requireRepositoryTag), None)
 
     def cascade_for(self, budget: BudgetEntry) -> tuple[list[str], list[RuleEntry]]:
         policy = self.policies.get(budget.routingPolicy) if budget.routingPolicy else None
@@ -158,6 +172,14 @@ class BudgetIndex:
         if window is None or not window.start <= now < window.end:
             window = self._windows[key] = window_at(budget.window.period, budget.window.timeZone, now)
         return window
+
+
+def _scope_key(budget: BudgetEntry) -> str | None:
+    if budget.scope.kind is ScopeKind.COST_CENTER:
+        return budget.costCenter
+    if budget.scope.kind is ScopeKind.REPOSITORY and budget.scope.name is not None:
+        return normalize_repository(budget.scope.name)
+    return budget.scope.name
 
 
 def standing(index: BudgetIndex, budget: BudgetEntry, spend: SpendView, now: datetime) -> Standing:
@@ -277,6 +299,13 @@ def _scope_words(budget: BudgetEntry) -> str:
     if budget.scope.kind is ScopeKind.COST_CENTER:
         return f"cost center {budget.costCenter}"
     return f"{budget.scope.kind.value.lower().replace('virtualkey', 'key')} {budget.scope.name}"
+
+
+def repository_required_message(cost_center: str) -> str:
+    """What a developer reads when their cost center requires the repository tag and it is missing."""
+    return (f"cost center {cost_center} requires the repository tag on every request: add "
+            "\"ANTHROPIC_CUSTOM_HEADERS\": \"x-spendgate-repo: <owner>/<repository>\" to \"env\" in the "
+            "project's .claude/settings.json (or export ANTHROPIC_CUSTOM_HEADERS in the shell)")
 
 
 def estimate_input_tokens(body_size: int) -> int:

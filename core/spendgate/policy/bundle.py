@@ -43,6 +43,7 @@ class CostCenterEntry(_Frozen):
     ancestors: list[str] = Field(default_factory=list, description="Parent first, root last.")
     members: list[str] = Field(default_factory=list)
     alertTargets: list[str] = Field(default_factory=list, description="Names only, for messages; URLs stay in Secrets.")
+    requireRepositoryTag: bool = Field(default=False, description="Requests must carry the repository tag.")
 
 
 class WindowEntry(_Frozen):

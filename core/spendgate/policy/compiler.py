@@ -82,6 +82,7 @@ def _cost_centers(cost_centers: dict[str, api.CostCenter], errors: list[PolicyEr
             name=name, code=spec.code, displayName=spec.displayName, parent=spec.parent,
             ancestors=ancestors, members=sorted(set(spec.members)),
             alertTargets=sorted(target.name for target in spec.alertTargets),
+            requireRepositoryTag=spec.requireRepositoryTag,
         ))
     return entries
 

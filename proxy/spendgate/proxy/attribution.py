@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import orjson
 
+from spendgate.logic.repository import normalize_repository
 from spendgate.policy.bundle import KeyEntry
 from spendgate.proxy.errors import ProxyError
 
@@ -85,6 +86,11 @@ def _tag(value: bytes | None) -> str | None:
     return value.decode("utf-8", "replace").strip()[:MAX_TAG_LENGTH] or None
 
 
+def _repository(value: bytes | None) -> str | None:
+    tag = _tag(value)
+    return normalize_repository(tag) if tag else None
+
+
 def session_from_user_id(user_id: Any) -> tuple[str, str] | None:
     """(session id, source) from `metadata.user_id`: a JSON string (>= 2.1.78) or the legacy form."""
     if not isinstance(user_id, str) or not user_id:
@@ -105,7 +111,7 @@ def attribute(identity: Identity, tags: Mapping[bytes, bytes], user_id: Any) -> 
     found = (session, "header") if session else session_from_user_id(user_id)
     return Attribution(
         identity=identity,
-        repo=_tag(tags.get(REPO_HEADER)),
+        repo=_repository(tags.get(REPO_HEADER)),
         branch=_tag(tags.get(BRANCH_HEADER)),
         session=found[0] if found else None,
         session_source=found[1] if found else None,

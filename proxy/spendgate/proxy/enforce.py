@@ -34,6 +34,7 @@ from spendgate.logic.enforcement import (
     describe_decision,
     estimate_input_tokens,
     pause_message,
+    repository_required_message,
 )
 from spendgate.logic.pricing import MILLION, PriceBook
 from spendgate.logic.spend import at_least, format_percent
@@ -96,6 +97,11 @@ class BudgetAdmission:
         index = self._index(request.bundle)
         identity = request.attribution.identity
         caller = Caller(identity.developer, identity.cost_center, identity.key_name, request.attribution.repo)
+        if caller.repository is None:
+            requiring = index.requiring_repository(identity.cost_center)
+            if requiring is not None:
+                return Reject(400, "invalid_request_error", repository_required_message(requiring),
+                              f"cost center {requiring} requires the repository tag")
         input_tokens = estimate_input_tokens(request.body_bytes)
         decision = decide(index, caller, request.model, input_tokens, self._tracker, request.now)
         if decision.action is Action.PAUSE:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,7 +81,11 @@ CLIENT_CLOSED_REQUEST: Final = 499  # the ledger's status for a client that left
 
 
 def endpoint_for(method: str, path: str) -> Endpoint | None:
-    """Routing on the path alone (Claude Code adds `?beta=true`); None outside /v1/."""
+    """Routing on the path alone (Claude Code adds `?beta=true`); None outside /v1/.
+
+    Case and a trailing slash do not matter here, whatever the upstream makes of them: a spelling
+    the upstream might route to its Messages endpoint is priced as one."""
+    method, path = method.upper(), path.lower().rstrip("/")
     if path == "/v1/messages" and method == "POST":
         return Endpoint.MESSAGES
     if path == "/v1/messages/count_tokens" and method == "POST":
@@ -88,6 +93,18 @@ def endpoint_for(method: str, path: str) -> Endpoint | None:
     if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
         return Endpoint.MODELS
     return Endpoint.PASSTHROUGH if path.startswith("/v1/") else None
+
+
+# What a normalised request path never holds: percent-encoding (no API path needs it; %2e%2e and
+# %2f would hide dot segments and slashes), empty or dot segments, backslashes, parameters.
+UNNORMALISED = re.compile(rb"%|//|\\|;|(^|/)\.\.?(/|$)")
+
+
+def check_normalised(raw_path: bytes) -> None:
+    """Refuse a path an upstream could normalise into another endpoint (/v1/models/../messages)."""
+    if UNNORMALISED.search(raw_path):
+        raise ProxyError("invalid_request_error", "the request path must be normalised: no percent-encoding, "
+                         "dot segments, empty segments, backslashes or parameters")
 
 
 @dataclass(slots=True)
@@ -258,7 +275,8 @@ class Gateway:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange,
                       active: ActiveBundle) -> None:
-        endpoint = endpoint_for(exchange.method, exchange.path)  # 1. route
+        check_normalised(scope["raw_path"])  # 1. route
+        endpoint = endpoint_for(exchange.method, exchange.path)
         if endpoint is None:
             raise ProxyError("not_found_error", f"{exchange.path} is not served: the gateway serves /v1/")
         exchange.endpoint = endpoint
