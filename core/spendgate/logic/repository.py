@@ -26,5 +26,5 @@ def normalize_repository(tag: str) -> str | None:
         text = rest if after_colon.isdigit() or not after_colon else f"{after_colon}{slash}{rest}"
     elif "." in first and rest.count("/") >= 1:  # a host name before owner/repo
         text = rest
-    text = text.strip("/").removesuffix(".git").strip("/")
+    text = text.strip("/ ").removesuffix(".git").strip("/ ")
     return re.sub(r"/+", "/", text) or None
