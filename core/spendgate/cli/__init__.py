@@ -14,11 +14,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from rich_argparse import RawDescriptionRichHelpFormatter
-
 from spendgate.adapters.keysfile import KeysFileError
 from spendgate.cli import keys, ledger, policies
-from spendgate.cli.common import UsageError
+from spendgate.cli.common import HelpFormatter, UsageError
 
 # Command groups, in the order `spendgate --help` lists them.
 COMMAND_MODULES = (policies, keys, ledger)
@@ -32,13 +30,13 @@ COMPONENT_COMMANDS = {
 def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
     """The whole parser; only the `requested` component's module is imported for its options."""
     parser = argparse.ArgumentParser(prog="spendgate", description=__doc__.splitlines()[0],
-                                     formatter_class=RawDescriptionRichHelpFormatter)
+                                     formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in COMMAND_MODULES:
         module.register(commands)
     for name, (module_path, help_text) in COMPONENT_COMMANDS.items():
         sub = commands.add_parser(name, help=help_text, description=help_text,
-                                  formatter_class=RawDescriptionRichHelpFormatter)
+                                  formatter_class=HelpFormatter)
         sub.set_defaults(component=module_path)
         if name == requested:
             importlib.import_module(module_path).add_arguments(sub)

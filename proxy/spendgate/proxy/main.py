@@ -28,6 +28,7 @@ from spendgate.logic.windows import utc_now
 from spendgate.policy.bundle import BundleError
 from spendgate.proxy.bundles import BundleFile, BundleSource, ConfigMapBundle, PolicyDirectory
 from spendgate.proxy.enforce import BudgetAdmission, prune_forever
+from spendgate.proxy.guard import ClientLimits
 from spendgate.proxy.ledger import STDOUT
 from spendgate.proxy.live import LiveSpend, retrying
 from spendgate.proxy.recovery import settle_interrupted
@@ -76,6 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="longest silence from the upstream before the request fails (default %(default)s)")
     parser.add_argument("--upstream-connect-timeout", type=float, default=defaults.connect_timeout,
                         metavar="SECONDS", help="connection timeout (default %(default)s)")
+    clients = parser.add_argument_group("limits on clients (docs/proxy.md, \"Limits\")")
+    clients.add_argument("--client-header-timeout", type=float, default=ClientLimits.header_timeout,
+                         metavar="SECONDS", help="a request's headers must arrive within this (default %(default)s)")
+    clients.add_argument("--client-body-timeout", type=float, default=ClientLimits.body_timeout, metavar="SECONDS",
+                         help="a request's body must arrive within this (default %(default)s)")
+    clients.add_argument("--client-idle-timeout", type=float, default=ClientLimits.idle_timeout, metavar="SECONDS",
+                         help="an idle keep-alive connection is closed after this (default %(default)s)")
+    clients.add_argument("--max-client-connections", type=int, default=ClientLimits.max_connections,
+                         help="open client connections beyond this get 503 overloaded_error (default %(default)s)")
+    clients.add_argument("--max-response-buffer-mib", type=int, default=defaults.max_buffered_response_bytes // MIB,
+                         help="a non-streaming answer larger than this is streamed through, its usage read from "
+                              "its tail (default %(default)s MiB)")
     enforcement = parser.add_argument_group("enforcement and the live spend loop")
     enforcement.add_argument("--state-dir", type=Path, metavar="DIR",
                              help="where the spend journal lives (default: $SPENDGATE_STATE_DIR, else "
@@ -135,6 +148,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         read_timeout=args.upstream_timeout,
         connect_timeout=args.upstream_connect_timeout,
         reload_interval=args.reload_interval,
+        max_buffered_response_bytes=args.max_response_buffer_mib * MIB,
+        client=ClientLimits(header_timeout=args.client_header_timeout, body_timeout=args.client_body_timeout,
+                            idle_timeout=args.client_idle_timeout, max_connections=args.max_client_connections),
     )
 
 
