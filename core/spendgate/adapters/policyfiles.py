@@ -29,7 +29,8 @@ def manifest_paths(directory: Path) -> list[Path]:
 def load_directory(directory: Path) -> Loaded:
     """Every manifest below `directory`; a file that cannot be read is an error, not an exception."""
     if not directory.is_dir():
-        return Loaded(errors=[file_error(str(directory), "NotADirectory", "policy directory does not exist")])
+        problem = "is a file, not a directory of policies" if directory.exists() else "does not exist"
+        return Loaded(errors=[file_error(str(directory), "NotADirectory", f"policy directory {problem}")])
     loaded = Loaded()
     try:
         paths = manifest_paths(directory)

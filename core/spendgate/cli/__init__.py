@@ -18,6 +18,7 @@ from spendgate.adapters.keysfile import KeysFileError
 from spendgate.cli import keys, ledger, policies
 from spendgate.cli.common import HelpFormatter, UsageError
 
+DEBUG_ENV = "SPENDGATE_DEBUG"
 # Command groups, in the order `spendgate --help` lists them.
 COMMAND_MODULES = (policies, keys, ledger)
 # Subcommands that live with their component: module path, each with add_arguments() and run().
@@ -59,6 +60,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `spendgate render ... | head` is not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit-time flush quiet
         return 0
+    except OSError as error:  # a path that cannot be read or written: name it, no traceback
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # a bug: one line for the user, the traceback only when asked for
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: internal error ({type(error).__name__}: {error}); set {DEBUG_ENV}=1 for the traceback "
+              "and please report it", file=sys.stderr)
+        return 1
 
 
 __all__ = ["UsageError", "build_parser", "main"]
