@@ -61,13 +61,15 @@ class Reply:
 
     scenario: Scenario | None = None
     status: int = 200
-    body: bytes | None = None  # a raw body for non-200 replies
+    body: bytes | None = None  # a raw body, sent as is (any status), instead of the scenario's
+    content_type: str = "application/json"  # of a raw body
     headers: tuple[tuple[str, str], ...] = ()
     chunk_delay: float = 0.0
     chunk_size: int | None = None  # re-split the stream into pieces of this many bytes
     fail: Failure | None = None
     fail_after: int = 0
     gate: asyncio.Event | None = None  # hold the stream after `fail_after` events until this is set
+    delay: float = 0.0  # seconds before answering at all (headers included)
 
 
 @dataclass
@@ -285,11 +287,12 @@ class MockUpstream:
         reply = self._reply_for(request)
         if reply.fail is Failure.HANG_BEFORE_HEADERS:
             await asyncio.Event().wait()
+        await asyncio.sleep(reply.delay)
         headers.update(reply.headers)
         if reply.status != 200 or reply.scenario is None:
             received.sent += reply.body or b""
             return web.Response(status=reply.status, body=reply.body or b"", headers=headers,
-                                content_type="application/json")
+                                content_type=reply.content_type)
         parsed = received.json() if received.body else {}
         model = parsed.get("model") or DEFAULT_MODEL
         # The same request gets the same message id, so a reply through a proxy can be compared with a direct one.

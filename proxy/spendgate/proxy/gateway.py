@@ -77,6 +77,9 @@ OWN_HEADER_PREFIX: Final = b"x-spendgate-"  # our tags, for the ledger only; not
 PARSED: Final = frozenset({Endpoint.MESSAGES, Endpoint.COUNT_TOKENS})
 JSON_HEADERS: Final = [(b"content-type", b"application/json")]
 END: Final = {"type": "http.response.body", "body": b"", "more_body": False}
+# A body that stopped arriving: the connection's framing is lost. (A 413 keeps the connection: the
+# client may still be sending, and closing under it would reset the answer away.)
+BODY_LEFT_UNREAD: Final = frozenset({408})
 CLIENT_CLOSED_REQUEST: Final = 499  # the ledger's status for a client that left before any answer
 
 
@@ -496,6 +499,8 @@ class Gateway:
         else:
             exchange.outcome = Outcome.PROXY_ERROR
         headers = [*JSON_HEADERS, (b"request-id", exchange.request_id.encode()), *encoded(exchange.decision.headers)]
+        if error.status in BODY_LEFT_UNREAD:
+            headers.append((b"connection", b"close"))
         exchange.first_byte = perf_counter()
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
         self._settler.settle(exchange, active.prices)
