@@ -101,7 +101,7 @@ def dry_run_document(report: DryRunReport, base: str, head: str, changes: list[s
              f"through {base} (base) and {head} (head)",
              _reproduction(report)]
     if failures:
-        facts.insert(0, "**failed**: " + "; ".join(failures))
+        facts.insert(0, "FAILED: " + "; ".join(failures))
     if report.head.estimated_requests or report.base.estimated_requests:
         facts.append(f"includes {format_usd(report.head.estimated_cost)} estimated for "
                      f"{report.head.estimated_requests:,} requests the recording refused (priced like the "
