@@ -130,7 +130,7 @@ def test_dry_run_outputs_and_failure_rules(tmp_path: Path, capsys: pytest.Captur
 
     (tmp_path / "bad.jsonl").write_text('{"schemaVersion": "spendgate.io/ledger/v1"}\n')
     assert main([*common[:-1], str(tmp_path / "bad.jsonl")]) == 2
-    assert f"{tmp_path / 'bad.jsonl'}:1: time: missing" in capsys.readouterr().err
+    assert f"{tmp_path / 'bad.jsonl'}:1: endpoint: missing" in capsys.readouterr().err
     assert main([*common[:-1], str(ledger), str(tmp_path / "bad.jsonl"), "--skip-bad-lines", "-o", "json"]) == 0
     captured = capsys.readouterr()
     assert json.loads(captured.out)["skippedLines"] == 1 and "warning: skipped" in captured.err
