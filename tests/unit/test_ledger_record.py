@@ -27,7 +27,7 @@ LINE: dict[str, Any] = {
     "costUSD": "0.000684", "status": 200, "outcome": "ok", "errorType": None, "latencyMs": 1.708,
     "upstreamMs": 1.501, "addedMs": 0.158,
     "decision": {"action": "reroute", "reason": "reroute to claude-sonnet-5-5: ...", "model": "claude-sonnet-5-5"},
-    "flags": [], "bundleVersion": "ff61bc82347b", "requestBytes": 1234,
+    "flags": [], "bundleVersion": "ff61bc82347b", "requestBytes": 1234, "exchangeId": "x-7f3a9c1e",
 }
 
 
@@ -53,7 +53,7 @@ def test_write_is_the_inverse_of_read() -> None:
 
 def test_version_1_lines_are_read_without_request_bytes() -> None:
     old = line(schemaVersion=LEDGER_V1)
-    del old["requestBytes"]
+    del old["requestBytes"], old["exchangeId"]
     record = parse_record(old)
     assert record.request_bytes is None
     assert orjson.loads(orjson.dumps(record_line(record), option=orjson.OPT_UTC_Z)) == old
