@@ -27,7 +27,7 @@ LINE: dict[str, Any] = {
     "costUSD": "0.000684", "status": 200, "outcome": "ok", "errorType": None, "latencyMs": 1.708,
     "upstreamMs": 1.501, "addedMs": 0.158,
     "decision": {"action": "reroute", "reason": "reroute to claude-sonnet-5-5: ...", "model": "claude-sonnet-5-5"},
-    "flags": [], "bundleVersion": "ff61bc82347b", "requestBytes": 1234,
+    "flags": [], "bundleVersion": "ff61bc82347b", "requestBytes": 1234, "exchangeId": "x-7f3a9c1e",
 }
 
 

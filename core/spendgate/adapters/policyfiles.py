@@ -42,9 +42,7 @@ def load_directory(directory: Path) -> Loaded:
         except UnreadableFile as error:
             loaded.errors.append(file_error(str(path), "Unreadable", error.problem))
             continue
-        part = load_text(text, source=str(path))
-        loaded.objects.extend(part.objects)
-        loaded.errors.extend(part.errors)
+        loaded.extend(load_text(text, source=str(path)))
     return loaded
 
 

@@ -15,12 +15,12 @@ import sys
 from collections.abc import Sequence
 
 from spendgate.adapters.keysfile import KeysFileError
-from spendgate.cli import keys, ledger, policies
+from spendgate.cli import diff, dryrun, keys, ledger, policies
 from spendgate.cli.common import HelpFormatter, UsageError
 
 DEBUG_ENV = "SPENDGATE_DEBUG"
 # Command groups, in the order `spendgate --help` lists them.
-COMMAND_MODULES = (policies, keys, ledger)
+COMMAND_MODULES = (policies, diff, dryrun, keys, ledger)
 # Subcommands that live with their component: module path, each with add_arguments() and run().
 COMPONENT_COMMANDS = {
     "proxy": ("spendgate.proxy.main", "run the gateway (standalone with --policies, or from a bundle)"),

@@ -62,6 +62,13 @@ def to_cents(amount: Decimal) -> str:
     return str(amount.quantize(CENT, rounding=ROUND_HALF_UP))
 
 
+def format_usd(amount: Decimal, signed: bool = False) -> str:
+    """For reports: dollars to the cent with thousands separators, "$1,234.56" ("+$1.20" when signed)."""
+    cents = amount.quantize(CENT, rounding=ROUND_HALF_UP)
+    sign = "-" if cents < 0 else ("+" if signed and cents > 0 else "")
+    return f"{sign}${abs(cents):,.2f}"
+
+
 def exact(amount: Decimal) -> str:
     """For machines (reports, ledger): every digit, no exponent, no trailing zeros."""
     text = format(amount.normalize(), "f")

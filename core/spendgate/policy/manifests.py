@@ -37,6 +37,21 @@ MAX_DEPTH: Final = 64
 class Loaded:
     objects: list[api.PolicyObject] = field(default_factory=list)
     errors: list[PolicyError] = field(default_factory=list)
+    # Where each object's manifest is: (kind, namespace, name) -> (source, its YAML node), for file:line.
+    origins: dict[tuple[str, str | None, str], tuple[str, yaml.Node]] = field(default_factory=dict)
+
+    def extend(self, other: Loaded) -> None:
+        self.objects.extend(other.objects)
+        self.errors.extend(other.errors)
+        self.origins.update(other.origins)
+
+    def where(self, error: PolicyError) -> str | None:
+        """`source:line` of the manifest (and of the field, where it can be found) an error is about."""
+        found = self.origins.get((error.kind, error.namespace, error.name))
+        if found is None:
+            return None
+        source, node = found
+        return f"{source}:{line_of(node, error.field)}"
 
 
 class ManifestTooComplex(yaml.YAMLError):
@@ -68,14 +83,20 @@ class _BoundedLoader(yaml.SafeLoader):
 
 def parse_documents(text: str) -> list[Any]:
     """Every non-empty YAML document of `text`; raises yaml.YAMLError (ManifestTooComplex included)."""
+    return [document for document, _ in parse_nodes(text)]
+
+
+def parse_nodes(text: str) -> list[tuple[Any, yaml.Node]]:
+    """Each non-empty document with its YAML node (which knows the line of every key)."""
     loader = _BoundedLoader(text)
     try:
-        documents = []
-        while loader.check_data():  # type: ignore[no-untyped-call]
-            document = loader.get_data()
-            if document is not None:
-                documents.append(document)
-        return documents
+        found = []
+        while loader.check_node():
+            node = loader.get_node()
+            document = loader.construct_document(node) if node is not None else None
+            if node is not None and document is not None:
+                found.append((document, node))
+        return found
     finally:
         loader.dispose()
 
@@ -83,32 +104,57 @@ def parse_documents(text: str) -> list[Any]:
 def load_text(text: str, source: str = "<input>") -> Loaded:
     loaded = Loaded()
     try:
-        documents = parse_documents(text)
+        documents = parse_nodes(text)
     except yaml.YAMLError as error:
         reason = "TooComplex" if isinstance(error, ManifestTooComplex) else "InvalidYAML"
         loaded.errors.append(file_error(source, reason, str(error)))
         return loaded
-    for document in _flatten_lists(documents):
-        result = parse_object(document, source)
+    for document, node in _flatten_lists(documents):
+        result = parse_object(document, source, node)
         if isinstance(result, PolicyError):
             loaded.errors.append(result)
         elif result is not None:
             loaded.objects.append(result)
+            loaded.origins[(result.kind, result.metadata.namespace, result.metadata.name)] = (source, node)
     return loaded
 
 
-def _flatten_lists(documents: Iterable[Any]) -> Iterable[Any]:
+def _flatten_lists(documents: Iterable[tuple[Any, yaml.Node]]) -> Iterable[tuple[Any, yaml.Node]]:
     """`kind: List` documents (kubectl get -o yaml) hold their objects in `items`."""
-    for document in documents:
+    for document, node in documents:
         if isinstance(document, dict) and document.get("kind") == "List":
             items = document.get("items")
-            yield from items if isinstance(items, list) else [items]
+            children = _child(node, "items")
+            nodes = children.value if isinstance(children, yaml.SequenceNode) else []
+            listed = items if isinstance(items, list) else [items]
+            yield from ((item, nodes[index] if index < len(nodes) else node) for index, item in enumerate(listed))
         else:
-            yield document
+            yield document, node
 
 
-def parse_object(document: Any, source: str = "<input>") -> api.PolicyObject | PolicyError | None:
-    """One manifest as an API object; None for documents of other API groups (kept out, not errors)."""
+def _child(node: yaml.Node, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        return next((value for name, value in node.value if getattr(name, "value", None) == key), None)
+    if isinstance(node, yaml.SequenceNode) and key.isdigit() and int(key) < len(node.value):
+        child: yaml.Node = node.value[int(key)]
+        return child
+    return None
+
+
+def line_of(node: yaml.Node, field_path: str | None) -> int:
+    """The line of `field_path` (e.g. spec.window.timeZone) in a manifest, or of the deepest part found."""
+    for part in (field_path or "").replace("[", ".").replace("]", "").split("."):
+        child = _child(node, part) if part else None
+        if child is None:
+            break
+        node = child
+    return int(node.start_mark.line) + 1
+
+
+def parse_object(document: Any, source: str = "<input>", node: yaml.Node | None = None
+                 ) -> api.PolicyObject | PolicyError | None:
+    """One manifest as an API object; None for documents of other API groups (kept out, not errors).
+    With the document's YAML `node`, errors name `source:line` of the field at fault."""
     if not isinstance(document, dict):
         return file_error(source, "InvalidManifest", "a manifest must be a YAML mapping")
     api_version, kind = document.get("apiVersion"), document.get("kind")
@@ -135,12 +181,17 @@ def parse_object(document: Any, source: str = "<input>") -> api.PolicyObject | P
         first = error.errors()[0]
         field_path = ".".join(str(part) for part in first["loc"])
         return PolicyError(str(kind), namespace, name, "InvalidSpec",
-                           f"{field_path}: {first['msg']} ({source})", field_path)
+                           f"{field_path}: {first['msg']} ({_at(source, node, field_path)})", field_path)
     broken = violations(parsed.spec)
     if broken:
+        where = _at(source, node, broken[0].field)
         return PolicyError(str(kind), namespace, name, "InvalidSpec",
-                           f"{broken[0].field}: {broken[0].message} ({source})", broken[0].field)
+                           f"{broken[0].field}: {broken[0].message} ({where})", broken[0].field)
     return parsed
+
+
+def _at(source: str, node: yaml.Node | None, field_path: str) -> str:
+    return f"{source}:{line_of(node, field_path)}" if node is not None else source
 
 
 def file_error(source: str, reason: str, message: str) -> PolicyError:
