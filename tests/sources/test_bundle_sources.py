@@ -40,7 +40,7 @@ def test_an_empty_or_broken_mount_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match=r"no bundle at .* \(the operator writes bundle.json or bundle.json.gz\)"):
         BundleFile(tmp_path).load()
     (tmp_path / bundlemap.GZIP_KEY).write_bytes(b"not gzip")
-    with pytest.raises(BundleError, match="bundle.json.gz: the compressed bundle is corrupt"):
+    with pytest.raises(BundleError, match=r"bundle\.json\.gz: the compressed bundle is corrupt"):
         BundleFile(tmp_path).load()
 
 

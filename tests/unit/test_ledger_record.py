@@ -17,7 +17,7 @@ from spendgate.logic.pricing import Tokens
 
 LINE: dict[str, Any] = {
     "schemaVersion": "spendgate.io/ledger/v2", "time": "2026-11-24T09:12:03.481220Z",
-    "requestId": "req_011CSHoEeqs5C35K2UUqR7Fy", "exchangeId": "xg_3f9a1c2b4d5e_1a", "method": "POST", "path": "/v1/messages", "endpoint": "messages",
+    "requestId": "req_011CSHoEeqs5C35K2UUqR7Fy", "method": "POST", "path": "/v1/messages", "endpoint": "messages",
     "keyName": "alice-laptop", "developer": "alice", "costCenter": "platform", "repo": "org/payments",
     "branch": "main", "session": "54c1eb09-7f0e-4c2a-9a51-3d2f5b8e6a10", "sessionSource": "header",
     "requestClass": None, "agentId": None, "requestedModel": "claude-opus-5-5", "servedModel": "claude-sonnet-5-5",
@@ -27,7 +27,7 @@ LINE: dict[str, Any] = {
     "costUSD": "0.000684", "status": 200, "outcome": "ok", "errorType": None, "latencyMs": 1.708,
     "upstreamMs": 1.501, "addedMs": 0.158,
     "decision": {"action": "reroute", "reason": "reroute to claude-sonnet-5-5: ...", "model": "claude-sonnet-5-5"},
-    "flags": [], "bundleVersion": "ff61bc82347b", "requestBytes": 1234, "exchangeId": "x-7f3a9c1e",
+    "flags": [], "bundleVersion": "ff61bc82347b", "requestBytes": 1234, "exchangeId": "xg_3f9a1c2b4d5e_1a",
 }
 
 
