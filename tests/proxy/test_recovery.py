@@ -123,3 +123,55 @@ async def test_requests_in_flight_at_a_sigkill_are_settled_at_their_estimate_on_
     assert contents.unfinished() == []
     daily = [charge for charge in totals(contents.entries) if charge[0] == "ai-budgets/alice-daily"]
     assert totals(contents.entries)[daily[0]].spent == sum(Decimal(line["costUSD"]) for line in lines)
+
+
+async def test_repeated_sigkills_under_concurrent_load_lose_and_double_nothing(
+        policies: Path, keys: Keys, tmp_path: Path, upstream: MockUpstream) -> None:
+    """Eight clients, three kills at arbitrary moments: every 200 is in the ledger and the journal
+    exactly once, and the journal's total for the budget equals the ledger's, to the last digit."""
+    upstream.default = Reply(TEXT, chunk_delay=0.01)
+    port, admin_port = free_port(), free_port()
+    ledger, state = tmp_path / "ledger.jsonl", tmp_path / "state"
+    arguments = ("proxy", "--policies", str(policies), "--keys-file", str(keys.file), "--upstream", upstream.url,
+                 "--port", str(port), "--admin-port", str(admin_port), "--ledger", str(ledger),
+                 "--state-dir", str(state))
+    answered: list[str] = []
+    stop = asyncio.Event()
+
+    async def client(stream: bool) -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5,
+                                     headers={"x-api-key": keys.alice}) as http:
+            while not stop.is_set():
+                try:
+                    response = await http.post("/v1/messages", json=message_request(stream=stream))
+                except httpx.HTTPError:
+                    await asyncio.sleep(0.02)
+                    continue
+                if response.status_code == 200:
+                    answered.append(response.headers["request-id"])
+
+    proxy = await spendgate(*arguments)
+    await until_ready(f"http://127.0.0.1:{admin_port}", proxy)
+    clients = [asyncio.create_task(client(stream=number % 2 == 0)) for number in range(8)]
+    for pause in (0.4, 0.25, 0.55):
+        await asyncio.sleep(pause)
+        os.kill(proxy.pid, signal.SIGKILL)
+        await proxy.wait()
+        proxy = await spendgate(*arguments)
+        await until_ready(f"http://127.0.0.1:{admin_port}", proxy)
+    await asyncio.sleep(0.3)
+    stop.set()
+    await asyncio.gather(*clients)
+    proxy.send_signal(signal.SIGTERM)
+    await proxy.communicate()
+
+    lines = ledger_lines(ledger)
+    by_request = [line["requestId"] for line in lines]
+    assert len(answered) > 50
+    assert all(by_request.count(request_id) == 1 for request_id in answered)
+    contents = read_journal(state / "spend.journal")
+    settled = [entry.request_id for entry in contents.entries]
+    assert all(settled.count(request_id) == 1 for request_id in answered)
+    assert contents.unfinished() == []
+    daily = next(charge for charge in totals(contents.entries) if charge[0] == "ai-budgets/alice-daily")
+    assert totals(contents.entries)[daily].spent == sum(Decimal(line["costUSD"]) for line in lines)
