@@ -1,10 +1,12 @@
 """Suite-wide fixtures. Keep this file small: each test folder adds its own conftest.py."""
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from cluster.controlplane import ControlPlane
+from spendgate.adapters.kube import Kube, load_configuration
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +17,19 @@ def control_plane() -> Iterator[ControlPlane]:
     """
     with ControlPlane.start() as started:
         yield started
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> str:
+    """A fresh namespace on the session's API server, for one test."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    control_plane.kubectl("create", "namespace", name)
+    return name
+
+
+@pytest.fixture
+async def kube(control_plane: ControlPlane) -> AsyncIterator[Kube]:
+    """Our API client, logged in with the control plane's admin kubeconfig."""
+    client = Kube(load_configuration(control_plane.kubeconfig, None))
+    yield client
+    await client.close()

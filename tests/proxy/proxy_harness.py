@@ -85,3 +85,32 @@ async def wait_for_ledger(running: Running, count: int) -> list[dict[str, Any]]:
             return lines
         await asyncio.sleep(0.01)
     raise AssertionError(f"the ledger has {len(running.ledger())} lines, expected {count}")
+
+
+async def raw_exchange(gateway: Running, data: bytes, wait: float = 2.0) -> bytes:
+    """Send raw bytes on a fresh connection and read until the gateway closes it (or `wait` passes)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy.port)
+    writer.write(data)
+    await writer.drain()
+    try:
+        return await asyncio.wait_for(reader.read(), wait)
+    except TimeoutError:
+        return b""
+    finally:
+        writer.close()
+
+
+def status_and_body(answer: bytes) -> tuple[int, dict[str, object]]:
+    """The status and JSON body of one raw HTTP/1.1 answer (chunked or not)."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    if b"transfer-encoding: chunked" in head.lower():
+        chunks, rest = [], body
+        while rest:
+            size, _, rest = rest.partition(b"\r\n")
+            length = int(size, 16)
+            if length == 0:
+                break
+            chunks.append(rest[:length])
+            rest = rest[length + 2:]
+        body = b"".join(chunks)
+    return int(head.split()[1]), orjson.loads(body)

@@ -11,7 +11,15 @@ import httpx
 import orjson
 import pytest
 
-from proxy.proxy_harness import Keys, Running, StartGateway, assert_anthropic_error, message_request
+from proxy.proxy_harness import (
+    Keys,
+    Running,
+    StartGateway,
+    assert_anthropic_error,
+    message_request,
+    raw_exchange,
+    status_and_body,
+)
 from spendgate.adapters.journal import SpendJournal
 from spendgate.logic.enforcement import BudgetIndex, Caller
 from spendgate.logic.repository import normalize_repository
@@ -21,35 +29,6 @@ from spendgate.proxy.guard import ClientLimits
 from spendgate.testing.upstream import MockUpstream
 
 FAST = ClientLimits(header_timeout=0.3, idle_timeout=0.3, body_timeout=0.3, max_connections=8)
-
-
-async def raw_exchange(gateway: Running, data: bytes, wait: float = 2.0) -> bytes:
-    """Send raw bytes on a fresh connection and read until the gateway closes it (or `wait` passes)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.proxy.port)
-    writer.write(data)
-    await writer.drain()
-    try:
-        return await asyncio.wait_for(reader.read(), wait)
-    except TimeoutError:
-        return b""
-    finally:
-        writer.close()
-
-
-def status_and_body(answer: bytes) -> tuple[int, dict[str, object]]:
-    """The status and JSON body of one raw HTTP/1.1 answer (chunked or not)."""
-    head, _, body = answer.partition(b"\r\n\r\n")
-    if b"transfer-encoding: chunked" in head.lower():
-        chunks, rest = [], body
-        while rest:
-            size, _, rest = rest.partition(b"\r\n")
-            length = int(size, 16)
-            if length == 0:
-                break
-            chunks.append(rest[:length])
-            rest = rest[length + 2:]
-        body = b"".join(chunks)
-    return int(head.split()[1]), orjson.loads(body)
 
 
 async def test_headers_that_never_finish_are_answered_408_and_closed(start_gateway: StartGateway) -> None:

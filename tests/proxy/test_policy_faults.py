@@ -15,8 +15,7 @@ import gzip
 import json
 import logging
 import os
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -329,20 +328,6 @@ async def test_mounted_bundle_unreadable(fault: str, start_gateway: StartGateway
 
 
 # -- the bundle ConfigMap through the API -------------------------------------------------------------------------
-
-@pytest.fixture
-def namespace(control_plane: ControlPlane) -> str:
-    name = f"faults-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", name)
-    return name
-
-
-@pytest.fixture
-async def kube(control_plane: ControlPlane) -> AsyncIterator[Kube]:
-    client = Kube(load_configuration(control_plane.kubeconfig, None))
-    yield client
-    await client.close()
-
 
 def configmap(namespace: str, data: dict[str, str] | None = None, binary: bytes | None = None) -> str:
     manifest: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",

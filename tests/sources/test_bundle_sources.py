@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -42,20 +40,6 @@ def test_an_empty_or_broken_mount_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / bundlemap.GZIP_KEY).write_bytes(b"not gzip")
     with pytest.raises(BundleError, match=r"bundle\.json\.gz: the compressed bundle is corrupt"):
         BundleFile(tmp_path).load()
-
-
-@pytest.fixture
-def namespace(control_plane: ControlPlane) -> str:
-    name = f"src-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", name)
-    return name
-
-
-@pytest.fixture
-async def kube(control_plane: ControlPlane) -> AsyncIterator[Kube]:
-    client = Kube(load_configuration(control_plane.kubeconfig, None))
-    yield client
-    await client.close()
 
 
 def publish(control_plane: ControlPlane, signed: SignedBundle, namespace: str) -> None:
