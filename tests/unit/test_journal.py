@@ -9,8 +9,8 @@ import textwrap
 from decimal import Decimal
 from pathlib import Path
 
-from spendgate.adapters.journal import SpendJournal, read_entries
-from spendgate.logic.tracker import SpendTracker
+from spendgate.adapters.journal import SpendJournal, read_entries, read_journal
+from spendgate.logic.tracker import REWRITE_BYTES, SpendTracker
 
 DAY = "2026-11-24"
 ALICE, TEAM = ("t/alice", DAY), ("t/team", DAY)
@@ -69,16 +69,36 @@ def test_sigkill_loses_nothing_that_was_acknowledged(tmp_path: Path) -> None:
 
 def test_compaction_keeps_current_windows_exactly(tmp_path: Path) -> None:
     path = tmp_path / "spend.journal"
-    journal = SpendJournal(path)
+    tracker = SpendTracker(SpendJournal(path))
     old = ("t/alice", "2026-11-23")
     for i in range(5):
-        journal.append(f"r{i}", [ALICE, old], Decimal("0.1"))
-    journal.compact([ALICE])
-    journal.append("r9", [ALICE], Decimal("0.05"))
-    totals = journal.replay()
+        tracker.settle(tracker.reserve([ALICE, old], Decimal(0)), f"r{i}", Decimal("0.1"))
+    tracker.forget([ALICE])
+    tracker.settle(tracker.reserve([ALICE], Decimal(0)), "r9", Decimal("0.05"))
+    totals = SpendJournal(path).replay()
     assert old not in totals
     assert (totals[ALICE].spent, totals[ALICE].requests) == (Decimal("0.55"), 6)
     assert len(path.read_text().splitlines()) == 2
+
+
+def test_the_journal_is_rewritten_from_memory_and_stays_small(tmp_path: Path) -> None:
+    """Start and settle lines of every request would grow the journal for ever; past REWRITE_BYTES it
+    is rewritten as totals plus the start lines of requests still open, so nothing open is lost."""
+    path = tmp_path / "spend.journal"
+    journal = SpendJournal(path)
+    tracker = SpendTracker(journal)
+    context = {"pad": "x" * 4000}
+    in_flight = tracker.reserve([ALICE], Decimal("0.5"))
+    tracker.begin(in_flight, "xg_open", context, None)
+    for number in range(REWRITE_BYTES // 4000 + 10):
+        held = tracker.reserve([ALICE], Decimal("0.5"))
+        tracker.begin(held, f"xg_{number}", context, None)
+        tracker.settle(held, f"r{number}", Decimal("0.01"), f"xg_{number}")
+    assert path.stat().st_size < REWRITE_BYTES
+    contents = read_journal(path)
+    assert [started.exchange_id for started in contents.unfinished()] == ["xg_open"]
+    replayed = SpendTracker(SpendJournal(path)).local_totals()[ALICE]
+    assert replayed.spent == tracker.local_totals()[ALICE].spent == Decimal("0.01") * (REWRITE_BYTES // 4000 + 10)
 
 
 def test_tracker_adds_the_fleet_and_holds_reservations(tmp_path: Path) -> None:

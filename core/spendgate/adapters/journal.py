@@ -75,6 +75,7 @@ class SpendJournal:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._end_torn_line()
+        self._appended = 0
 
     def _end_torn_line(self) -> None:
         """A predecessor killed inside write() may have left half a line; the next line must not join it."""
@@ -88,13 +89,16 @@ class SpendJournal:
 
     def _write(self, line: bytes) -> None:
         os.write(self._fd, line)
+        self._appended += len(line)
         if self._fsync:
             os.fsync(self._fd)
 
     def start(self, exchange_id: str, charges: Sequence[Charge], estimate: Decimal, context: Mapping[str, Any],
-              ledger_position: tuple[int, int] | None) -> None:
-        self._write(orjson.dumps({"s": exchange_id, "b": charges, "e": str(estimate), "l": context,
-                                  "o": ledger_position}, option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE))
+              ledger_position: tuple[int, int] | None) -> bytes:
+        line = orjson.dumps({"s": exchange_id, "b": charges, "e": str(estimate), "l": context,
+                             "o": ledger_position}, option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE)
+        self._write(line)
+        return line
 
     def append(self, request_id: str, charges: Sequence[Charge], cost: Decimal, exchange_id: str | None = None
                ) -> None:
@@ -117,25 +121,26 @@ class SpendJournal:
     def replay(self) -> dict[Charge, Totals]:
         return totals(self.read().entries)
 
-    def compact(self, keep: Iterable[Charge]) -> None:
-        """Rewrite the journal with one line per kept (budget, window), plus the start lines of requests
-        that have not settled yet: old windows fall away, nothing unsettled does."""
-        contents = self.read()
-        current = totals(contents.entries)
-        kept = {charge: current[charge] for charge in keep if charge in current}
-        temporary = self.path.with_suffix(".compact")
+    def written_since_rewrite(self) -> int:
+        return self._appended
+
+    def rewrite(self, totals: Mapping[Charge, Totals], open_lines: Iterable[bytes]) -> None:
+        """Replace the journal (atomically: a temporary file, fsync, rename) with one line per
+        (budget, window) total and the start lines of requests it has not settled."""
+        temporary = self.path.with_suffix(".rewrite")
         with temporary.open("wb") as handle:
-            for (budget, window), total in sorted(kept.items()):
+            for (budget, window), total in sorted(totals.items()):
                 handle.write(orjson.dumps({"r": f"compacted:{total.requests}", "c": str(total.spent),
                                            "b": [[budget, window]], "n": total.requests},
                                           option=orjson.OPT_APPEND_NEWLINE))
-            for started in contents.unfinished():
-                handle.write(started.raw + b"\n")
+            for line in open_lines:
+                handle.write(line if line.endswith(b"\n") else line + b"\n")
             handle.flush()
             os.fsync(handle.fileno())
         os.close(self._fd)
         temporary.replace(self.path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._appended = 0
 
 
 def _charges(raw: Any) -> tuple[Charge, ...]:
@@ -150,23 +155,29 @@ def read_journal(path: Path) -> Contents:
     contents = Contents()
     if not path.exists():
         return contents
-    lines = path.read_bytes().split(b"\n")
-    for number, line in enumerate(lines, start=1):
-        if not line:
-            continue
-        try:
-            raw = orjson.loads(line)
-            if "s" in raw:
-                xid = str(raw["s"])
-                contents.started[xid] = Started(xid, _charges(raw["b"]), Decimal(raw["e"]), dict(raw["l"]),
-                                                _position(raw.get("o")), line)
-            else:
-                contents.entries.append(Entry(str(raw["r"]), Decimal(raw["c"]), _charges(raw["b"]),
-                                              int(raw.get("n", 1)), raw.get("x")))
-        except (ValueError, KeyError, TypeError, InvalidOperation):
-            if number != len(lines):  # the last line may be torn: that request was never answered for
-                contents.damaged.append(number)
+    number = 0
+    with path.open("rb") as handle:  # line by line: memory stays flat whatever the journal's size
+        for number, line in enumerate(handle, start=1):
+            _read_line(contents, number, line.rstrip(b"\n"))
+    if contents.damaged and contents.damaged[-1] == number:  # a torn last line: never answered for
+        contents.damaged.pop()
     return contents
+
+
+def _read_line(contents: Contents, number: int, line: bytes) -> None:
+    if not line:
+        return
+    try:
+        raw = orjson.loads(line)
+        if "s" in raw:
+            xid = str(raw["s"])
+            contents.started[xid] = Started(xid, _charges(raw["b"]), Decimal(raw["e"]), dict(raw["l"]),
+                                            _position(raw.get("o")), line)
+        else:
+            contents.entries.append(Entry(str(raw["r"]), Decimal(raw["c"]), _charges(raw["b"]),
+                                          int(raw.get("n", 1)), raw.get("x")))
+    except (ValueError, KeyError, TypeError, InvalidOperation):
+        contents.damaged.append(number)
 
 
 def read_entries(path: Path) -> list[Entry]:

@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 Charge = tuple[str, str]  # (budget id, window id)
 
@@ -39,14 +39,24 @@ class SpendLog(Protocol):
     """Where requests and their settled spend are made durable (spendgate.adapters.journal.SpendJournal)."""
 
     def start(self, exchange_id: str, charges: Sequence[Charge], estimate: Decimal, context: Mapping[str, Any],
-              ledger_position: tuple[int, int] | None) -> None: ...
+              ledger_position: tuple[int, int] | None) -> bytes:
+        """Journal a request as started; returns the line written (kept until it settles)."""
 
     def append(self, request_id: str, charges: Sequence[Charge], cost: Decimal, exchange_id: str | None = None
                ) -> None: ...
 
     def replay(self) -> dict[Charge, Totals]: ...
 
-    def compact(self, keep: Iterable[Charge]) -> None: ...
+    def written_since_rewrite(self) -> int:
+        """Bytes appended since the journal was last rewritten."""
+
+    def rewrite(self, totals: Mapping[Charge, Totals], open_lines: Iterable[bytes]) -> None:
+        """Replace the journal with these totals and the start lines of requests not settled in it."""
+
+
+# The journal is rewritten from memory (totals and open start lines) once this much was appended,
+# so it stays small whatever the traffic: replaying it at start-up is quick and bounded.
+REWRITE_BYTES: Final = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,10 @@ class SpendTracker:
     def __init__(self, journal: SpendLog | None = None) -> None:
         self._journal = journal
         self._local: dict[Charge, Totals] = journal.replay() if journal else {}
+        # Start lines of requests whose settle line is not in the journal: in flight, or settled in
+        # memory while their ledger line could not be written yet (with what they cost).
+        self._open: dict[str, bytes] = {}
+        self._unjournaled: dict[str, tuple[bytes, tuple[Charge, ...], Decimal]] = {}
         # The fleet's spend per (budget, window) from Budget.status, with `reported` as it was when it came.
         self._global: dict[Charge, tuple[Decimal, Decimal]] = {}
         self._reported: dict[Charge, Decimal] = {}
@@ -91,7 +105,8 @@ class SpendTracker:
         """Before the request goes upstream: journal that it started, so a proxy killed before it
         settles still accounts for it on restart (at its estimate). May raise the journal's error."""
         if self._journal is not None:
-            self._journal.start(exchange_id, reservation.charges, reservation.amount, context, ledger_position)
+            self._open[exchange_id] = self._journal.start(exchange_id, reservation.charges, reservation.amount,
+                                                          context, ledger_position)
 
     def settle(self, reservation: Reservation, request_id: str, cost: Decimal, exchange_id: str | None = None,
                journal: bool = True) -> None:
@@ -106,8 +121,14 @@ class SpendTracker:
             totals.requests += 1
             self._release(charge, reservation.amount)
         self.version += 1
-        if journal and self._journal is not None and (reservation.charges or exchange_id is not None):
+        started = self._open.pop(exchange_id, None) if exchange_id is not None else None
+        if not journal:
+            if started is not None:
+                self._unjournaled[str(exchange_id)] = (started, reservation.charges, cost)
+            return
+        if self._journal is not None and (reservation.charges or exchange_id is not None):
             self._journal.append(request_id, reservation.charges, cost, exchange_id)
+            self._rewrite_when_due()
 
     def release(self, reservation: Reservation, request_id: str = "", exchange_id: str | None = None) -> None:
         """A request that was never answered (refused, failed before any usage): it costs nothing.
@@ -115,7 +136,9 @@ class SpendTracker:
         for charge in reservation.charges:
             self._release(charge, reservation.amount)
         if exchange_id is not None and self._journal is not None:
+            self._open.pop(exchange_id, None)
             self._journal.append(request_id, (), Decimal(0), exchange_id)
+            self._rewrite_when_due()
 
     def _release(self, charge: Charge, amount: Decimal) -> None:
         remaining = self._in_flight[charge] - amount
@@ -155,8 +178,25 @@ class SpendTracker:
             current.spent = max(current.spent, spent)
 
     def forget(self, keep: Iterable[Charge]) -> None:
-        """Drop windows that are over; compacts the journal too."""
+        """Drop windows that are over; rewrites the journal too."""
         kept = set(keep)
         self._local = {charge: totals for charge, totals in self._local.items() if charge in kept}
-        if self._journal is not None:
-            self._journal.compact(kept)
+        self._rewrite()
+
+    def _rewrite_when_due(self) -> None:
+        assert self._journal is not None
+        if self._journal.written_since_rewrite() >= REWRITE_BYTES:
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        """The journal as memory knows it: totals (less what is settled here but not yet journaled) and
+        the start lines of every request not settled in the journal. Costs a few writes, not a replay."""
+        if self._journal is None:
+            return
+        totals = {charge: Totals(t.spent, t.requests) for charge, t in self._local.items()}
+        for _, charges, cost in self._unjournaled.values():
+            for charge in charges:
+                if charge in totals:
+                    totals[charge].spent -= cost
+                    totals[charge].requests -= 1
+        self._journal.rewrite(totals, [*self._open.values(), *(line for line, _, _ in self._unjournaled.values())])
