@@ -37,12 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from cluster.controlplane import ControlPlane  # noqa: E402
+from spendgate.adapters.keysecrets import LABEL  # noqa: E402
 from spendgate.adapters.kube import Kube, KubeError, core_path, custom_path, load_configuration  # noqa: E402
 from spendgate.adapters.reporter import SpendReporter  # noqa: E402
 from spendgate.api.v1alpha1 import GROUP, VERSION, Period  # noqa: E402
 from spendgate.logic.reportstate import ReportState  # noqa: E402
 from spendgate.logic.windows import window_at  # noqa: E402
-from spendgate.operator.virtualkeys import LABEL  # noqa: E402
 from spendgate.policy import bundlemap  # noqa: E402
 from spendgate.policy.bundle import loads  # noqa: E402
 

@@ -38,8 +38,8 @@ from aiohttp import web
 
 from cluster.controlplane import ControlPlane, free_loopback_ports, tail
 from cluster.polling import eventually
+from spendgate.adapters.keysecrets import LABEL as VIRTUAL_KEY_LABEL
 from spendgate.adapters.keysfile import new_key
-from spendgate.operator.virtualkeys import LABEL as VIRTUAL_KEY_LABEL
 from spendgate.testing.upstream import MockUpstream, Reply, Scenario
 
 T = TypeVar("T")

@@ -17,8 +17,8 @@ from operator_harness import (
 
 from cluster.controlplane import ControlPlane
 from cluster.polling import eventually
+from spendgate.adapters.keysecrets import LABEL, REVOKED_ANNOTATION
 from spendgate.adapters.keysfile import key_hash
-from spendgate.operator.virtualkeys import LABEL, REVOKED_ANNOTATION
 from spendgate.policy import bundlemap
 from spendgate.policy.bundle import loads
 

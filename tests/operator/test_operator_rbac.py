@@ -21,7 +21,7 @@ from operator_harness import (
 from cluster.controlplane import ControlPlane
 from cluster.helm import rbac_only, render
 from cluster.polling import eventually
-from spendgate.operator.virtualkeys import LABEL
+from spendgate.adapters.keysecrets import LABEL
 from spendgate.policy import bundlemap
 
 pytestmark = pytest.mark.cluster

@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from spendgate.adapters.keysecrets import key_entries
 from spendgate.adapters.keysfile import key_hash
 from spendgate.adapters.kube import merge_patch
 from spendgate.api import v1alpha1 as api
 from spendgate.operator.transitions import budget_events
-from spendgate.operator.virtualkeys import key_entry
 from spendgate.operator.world import BUDGET, SECRET, SPEND_REPORT, World
 from spendgate.policy import bundlemap
 from spendgate.policy.bundle import Bundle, CostCenterEntry, KeyEntry, sign
@@ -73,10 +73,11 @@ def secret(**data: str) -> dict[str, Any]:
 
 
 def test_a_key_secret_becomes_its_hash_and_never_shows_the_key() -> None:
-    entry = key_entry(secret(key="sk-sg-secret", developer="alice", costCenter="platform"))
-    missing = key_entry(secret(key="sk-sg-secret", costCenter="platform"))
+    entries = key_entries(secret(key="sk-sg-secret", developer="alice", costCenter="platform"))
+    missing = key_entries(secret(key="sk-sg-secret", costCenter="platform"))
 
-    assert entry == KeyEntry(hash=key_hash("sk-sg-secret"), name="alice-key", developer="alice", costCenter="platform")
+    assert entries == [KeyEntry(hash=key_hash("sk-sg-secret"), name="alice-key", developer="alice",
+                                costCenter="platform")]
     assert isinstance(missing, PolicyError) and "sk-sg-secret" not in missing.message
     assert missing.reason == "MissingField" and missing.field == "data.developer"
 
@@ -85,7 +86,7 @@ def test_a_key_that_is_not_base64_counts_as_missing() -> None:
     broken = secret(developer="alice", costCenter="platform")
     broken["data"]["key"] = "not*base64"
 
-    assert isinstance(key_entry(broken), PolicyError)
+    assert isinstance(key_entries(broken), PolicyError)
 
 
 def signed(members: int) -> Any:

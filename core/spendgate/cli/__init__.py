@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from spendgate.adapters.keysfile import KeysFileError
+from spendgate.adapters.keystores import KeyStoreError
 from spendgate.cli import diff, dryrun, keys, ledger, policies
 from spendgate.cli.common import HelpFormatter, UsageError
 
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "component", None):
             return int(importlib.import_module(args.component).run(args))
         return int(args.handler(args))
-    except (UsageError, KeysFileError) as error:
+    except (UsageError, KeysFileError, KeyStoreError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

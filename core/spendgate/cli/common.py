@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import TypeAlias
 
 from rich_argparse import RawDescriptionRichHelpFormatter
@@ -37,3 +40,21 @@ def group(commands: Commands, name: str, help_text: str) -> Commands:
                                  formatter_class=HelpFormatter)
     actions: Commands = parser.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
     return actions
+
+
+DURATION = re.compile(r"^(\d+)([smhd]?)$")
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(text: str) -> timedelta:
+    """An argparse type: `30s`, `15m`, `24h`, `7d` (a bare number is seconds)."""
+    match = DURATION.match(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 30m, 24h or 7d")
+    return timedelta(seconds=int(match.group(1)) * DURATION_UNITS[match.group(2)])
+
+
+def kubernetes_arguments(parser: argparse._ActionsContainer) -> None:
+    """The flags every command that talks to a cluster takes."""
+    parser.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then $KUBECONFIG or ~/.kube/config")
+    parser.add_argument("--context", help="kubeconfig context (default: the current one)")

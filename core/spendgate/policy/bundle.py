@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from spendgate.api.v1alpha1 import (
     BudgetState,
@@ -26,6 +27,7 @@ from spendgate.api.v1alpha1 import (
 )
 
 SCHEMA_VERSION: Final = "spendgate.io/bundle/v1"
+RFC3339_UTC: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"
 
 # Used when a Budget has no RoutingPolicy: one step down this list at the Downgrade state.
 DEFAULT_CASCADE = ("claude-opus-5-5", "claude-sonnet-5-5", "claude-haiku-5-5")
@@ -97,6 +99,25 @@ class KeyEntry(_Frozen):
     developer: str
     costCenter: str
     revoked: bool = False
+    expiresAt: str | None = Field(
+        default=None, pattern=RFC3339_UTC,
+        description="A rotated-out key is accepted until this instant (RFC 3339, UTC), then refused.")
+
+    @model_serializer(mode="wrap")
+    def _without_no_expiry(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A key that never expires is written as before `expiresAt` existed, so bundles without
+        rotated keys keep their bytes (and content hash), and proxies that predate the field read them."""
+        data: dict[str, Any] = handler(self)
+        if data.get("expiresAt") is None:
+            data.pop("expiresAt", None)
+        return data
+
+    def expiry(self) -> datetime | None:
+        return datetime.fromisoformat(self.expiresAt) if self.expiresAt else None
+
+    def expired(self, now: datetime) -> bool:
+        expiry = self.expiry()
+        return expiry is not None and now >= expiry
 
 
 class ModelPrice(_Frozen):

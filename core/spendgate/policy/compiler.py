@@ -181,16 +181,19 @@ def _policy(policy: api.RoutingPolicy) -> RoutingPolicyEntry:
 
 
 def _keys(keys: Iterable[KeyEntry], valid_cost_centers: set[str], errors: list[PolicyError]) -> list[KeyEntry]:
-    """Keys whose name or hash is not unique are all refused: an ambiguous identity fails closed."""
+    """Keys whose name or hash is not unique are all refused: an ambiguous identity fails closed.
+    A rotated-out key (one with `expiresAt`) shares its name with its successor, and must agree with
+    it on the owner."""
     items = list(keys)
-    names = Counter(key.name for key in items)
+    names = Counter(key.name for key in items if key.expiresAt is None)
+    owners = {name: {(k.developer, k.costCenter) for k in items if k.name == name} for name in {k.name for k in items}}
     hashes = Counter(key.hash for key in items)
     entries = []
     for key in sorted(items, key=lambda k: (k.name, k.hash)):
         if key.costCenter not in valid_cost_centers:
             errors.append(PolicyError("VirtualKey", None, key.name, "UnknownCostCenter",
                                       f"costCenter {key.costCenter!r} names no valid CostCenter", "costCenter"))
-        elif names[key.name] > 1 or hashes[key.hash] > 1:
+        elif names[key.name] > 1 or hashes[key.hash] > 1 or len(owners[key.name]) > 1:
             errors.append(PolicyError("VirtualKey", None, key.name, "DuplicateKey",
                                       "another virtual key has the same name or the same key", "name"))
         else:

@@ -13,11 +13,11 @@ from typing import Any
 import kopf
 import kubernetes
 
+from spendgate.adapters.keysecrets import LABEL as KEY_LABEL
 from spendgate.adapters.kube import bearer_token
 from spendgate.api.v1alpha1 import GROUP, VERSION
 from spendgate.operator.config import OperatorConfig
 from spendgate.operator.reconciler import PLURALS, Reconciler
-from spendgate.operator.virtualkeys import LABEL as KEY_LABEL
 from spendgate.operator.world import BUDGET, COST_CENTER, ROUTING_POLICY, SECRET, SPEND_REPORT
 
 

@@ -25,6 +25,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from spendgate.adapters.keysecrets import KIND as KEY_KIND
+from spendgate.adapters.keysecrets import LABEL as KEY_LABEL
 from spendgate.adapters.kube import MERGE_PATCH, METADATA_LIST, Kube, KubeError, core_path, custom_path, merge_patch
 from spendgate.api import v1alpha1 as api
 from spendgate.operator import alerts
@@ -40,8 +42,6 @@ from spendgate.operator.policystatus import BudgetSummary, cost_center_statuses,
 from spendgate.operator.publisher import BundlePublisher
 from spendgate.operator.recorder import EventRecorder
 from spendgate.operator.transitions import EventNote, budget_events, ready_events
-from spendgate.operator.virtualkeys import KIND as KEY_KIND
-from spendgate.operator.virtualkeys import LABEL as KEY_LABEL
 from spendgate.operator.world import (
     BUDGET,
     COST_CENTER,
@@ -54,7 +54,6 @@ from spendgate.operator.world import (
     World,
     object_key,
 )
-from spendgate.policy.bundle import KeyEntry
 from spendgate.policy.compiler import compile_policies
 from spendgate.policy.errors import PolicyError
 
@@ -190,7 +189,7 @@ class Reconciler:
         self._compiled = {(kind, key): seen.fingerprint
                           for kind in POLICY_KINDS for key, seen in self.world.objects[kind].items()}
         objects = [obj for kind in POLICY_KINDS for obj in self.world.valid(kind).values()]
-        keys = [entry for entry in self.world.keys.values() if isinstance(entry, KeyEntry)]
+        keys = [key for entries in self.world.keys.values() if not isinstance(entries, PolicyError) for key in entries]
         result = compile_policies(objects, keys)
         errors = _grouped([*result.errors, *self._parse_errors()])
         changed = {key for key in errors.keys() | self._errors.keys() if errors.get(key) != self._errors.get(key)}

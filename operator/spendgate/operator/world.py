@@ -17,9 +17,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from spendgate.adapters.keysecrets import key_entries
 from spendgate.api import v1alpha1 as api
 from spendgate.operator.spendindex import SpendIndex
-from spendgate.operator.virtualkeys import key_entry
 from spendgate.policy.bundle import KeyEntry
 from spendgate.policy.errors import PolicyError
 from spendgate.policy.manifests import parse_object
@@ -64,7 +64,7 @@ class Change:
 class World:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Seen]] = {kind: {} for kind in POLICY_KINDS}
-        self.keys: dict[str, KeyEntry | PolicyError] = {}  # by Secret namespace/name
+        self.keys: dict[str, list[KeyEntry] | PolicyError] = {}  # by Secret namespace/name
         self.spend = SpendIndex()
         self.uids: set[str] = set()
         self.departed: set[str] = set()  # uids seen and deleted (for the initial-sync check)
@@ -133,7 +133,7 @@ class World:
         return Change(spend=self.spend.put(key, spec))
 
     def _observe_key(self, body: Mapping[str, Any]) -> Change:
-        key, entry = object_key(body), key_entry(body)
+        key, entry = object_key(body), key_entries(body)
         changed = self.keys.get(key) != entry
         self.keys[key] = entry
         return Change(policy=changed)

@@ -13,6 +13,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Final
 
 import orjson
@@ -61,13 +62,18 @@ def credential(api_key: bytes | None, authorization: bytes | None) -> bytes | No
 
 
 def identities(keys: Iterable[KeyEntry]) -> dict[str, Identity]:
-    """The active keys' owners by key hash, built once per bundle."""
-    return {entry.hash: Identity(key_name=entry.name, developer=entry.developer, cost_center=entry.costCenter)
-            for entry in keys if not entry.revoked}
+    """The owners of the keys in force by key hash, built once per bundle (rotated-out keys, which
+    expire, are looked up through their entry instead, so this map needs no clock)."""
+    return {entry.hash: _identity(entry) for entry in keys if not entry.revoked and entry.expiresAt is None}
 
 
-def identify(key: bytes | None, owners: Mapping[str, Identity], keys: Mapping[str, KeyEntry]) -> Identity:
-    """The key's owner; a missing, unknown or revoked key is a 401 that never echoes the key."""
+def _identity(entry: KeyEntry) -> Identity:
+    return Identity(key_name=entry.name, developer=entry.developer, cost_center=entry.costCenter)
+
+
+def identify(key: bytes | None, owners: Mapping[str, Identity], keys: Mapping[str, KeyEntry],
+             now: datetime) -> Identity:
+    """The key's owner; a missing, unknown, revoked or expired key is a 401 that never echoes the key."""
     if key is None:
         raise ProxyError("authentication_error", "missing virtual key: send it as x-api-key or Authorization: Bearer")
     digest = hashlib.sha256(key).hexdigest()
@@ -77,7 +83,13 @@ def identify(key: bytes | None, owners: Mapping[str, Identity], keys: Mapping[st
     entry = keys.get(digest)
     if entry is None:
         raise ProxyError("authentication_error", "invalid virtual key")
-    raise ProxyError("authentication_error", f"virtual key {entry.name!r} has been revoked")
+    if entry.revoked:
+        raise ProxyError("authentication_error", f"virtual key {entry.name!r} has been revoked")
+    if not entry.expired(now):  # a rotated-out key in its grace period
+        return _identity(entry)
+    raise ProxyError("authentication_error",
+                     f"virtual key {entry.name!r} was rotated and this key expired at {entry.expiresAt}; "
+                     "use the new key")
 
 
 def _tag(value: bytes | None) -> str | None:

@@ -286,7 +286,7 @@ class Gateway:
         inbound = read_headers(scope["headers"], identity_encoding=endpoint is Endpoint.MESSAGES)
         # 2. authenticate
         key = credential(inbound.api_key, inbound.authorization)
-        identity = exchange.identity = identify(key, active.owners, active.keys)
+        identity = exchange.identity = identify(key, active.owners, active.keys, exchange.received_at)
         # 3. read the body; 4. attribute
         body = await self._read_body(receive, declared_length(inbound.content_length), self._limits[endpoint])
         exchange.request_bytes = len(body)
