@@ -116,12 +116,6 @@ def test_a_sending_record_left_by_a_dead_operator_turns_unknown_and_is_not_claim
     assert next_change(later, TIMEOUT) == datetime(2026, 11, 24, 23, 0, tzinfo=UTC)
 
 
-def test_the_git_revision_annotation_reaches_status() -> None:
-    budget = make_budget(**{"spendgate.io/git-revision": "4f2a9c1"})
-
-    assert status_of(SpendIndex(), budget=budget).gitRevision == "4f2a9c1"
-
-
 def test_ready_keeps_its_transition_time_until_its_status_changes() -> None:
     earlier = [ready_condition((), 1, "Compiled", "ok", NOW)]
     same = set_condition(earlier, ready_condition((), 2, "Compiled", "ok", NOW + timedelta(hours=1)))

@@ -43,6 +43,9 @@ class Kind:
 
 AGE = Column("Age", ".metadata.creationTimestamp", "date")
 READY = Column("Ready", ".status.conditions[?(@.type==\"Ready\")].status")
+# `kubectl get -o wide`: where the spec in force came from.
+PROVENANCE = [Column("Revision", ".status.provenance.revision", description="Git revision in force", priority=1),
+              Column("Application", ".status.provenance.application", description="Argo CD Application", priority=1)]
 
 KINDS = [
     Kind(
@@ -55,6 +58,7 @@ KINDS = [
             Column("Budgets", ".status.budgets", "integer"),
             READY,
             AGE,
+            *PROVENANCE,
         ],
     ),
     Kind(
@@ -72,17 +76,29 @@ KINDS = [
             Column("Mode", ".spec.enforcement", priority=1),
             Column("Period", ".spec.window.period", priority=1),
             Column("Ready", READY.json_path, priority=1),
+            *PROVENANCE,
         ],
     ),
     Kind(
         resource=api.RoutingPolicy, plural="routingpolicies", short_names=["rp"], namespaced=True,
         spec=api.RoutingPolicySpec, status=api.RoutingPolicyStatus,
-        columns=[Column("Cascade", ".spec.cascade"), READY, AGE],
+        columns=[Column("Cascade", ".spec.cascade"), READY, AGE, *PROVENANCE],
     ),
     Kind(
         resource=api.SpendReport, plural="spendreports", short_names=["sr"], namespaced=True,
         spec=api.SpendReportSpec, status=None, categories=[],
         columns=[Column("Proxy", ".spec.proxy"), Column("Reported", ".spec.reportedAt"), AGE],
+    ),
+    Kind(
+        resource=api.AuditLog, plural="auditlogs", short_names=[], namespaced=True,
+        spec=api.AuditLogSpec, status=api.AuditLogStatus, categories=[],
+        columns=[Column("Records", ".status.records", "integer"), Column("Head", ".status.head"),
+                 Column("Appended", ".status.lastAppend"), AGE],
+    ),
+    Kind(
+        resource=api.PolicyWriters, plural="policywriters", short_names=[], namespaced=False,
+        spec=api.PolicyWritersSpec, status=None, categories=[],
+        columns=[Column("Repository", ".spec.policyRepository"), AGE],
     ),
 ]
 

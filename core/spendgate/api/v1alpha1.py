@@ -101,6 +101,30 @@ class Condition(_Status):
     lastTransitionTime: str = Field(description="RFC 3339 time of the last status change.")
 
 
+class ProvenanceChange(_Status):
+    """One spec in the provenance history: which revision brought it, and when it was applied."""
+
+    specDigest: str = Field(description="sha256 of the spec's canonical JSON.")
+    generation: int = Field(ge=0)
+    revision: str | None = Field(default=None, description="Git revision that introduced this spec.")
+    firstApplied: str = Field(description="When the operator first saw this spec (RFC 3339).")
+    lastApplied: str = Field(description="When a sync last re-applied it, e.g. from a later revision.")
+    lastRevision: str | None = Field(default=None, description="The latest revision that re-applied it.")
+    by: str | None = Field(default=None, description="The field manager that wrote the spec.")
+    breakGlass: bool = Field(default=False, description="Written by a break-glass user, not by GitOps.")
+
+
+class Provenance(_Status):
+    """Where the spec in force came from, and its recent changes (not Budget's status.history of spend windows)."""
+
+    trackingId: str | None = Field(default=None, description="Argo CD's argocd.argoproj.io/tracking-id.")
+    application: str | None = Field(default=None, description="The Argo CD Application that syncs this object.")
+    revision: str | None = Field(default=None, description="Git revision of the spec in force.")
+    specDigest: str | None = None
+    breakGlass: str | None = Field(default=None, description="The last spendgate.io/break-glass annotation seen.")
+    changes: list[ProvenanceChange] = Field(default_factory=list, max_length=5, description="Newest first.")
+
+
 # ---------------------------------------------------------------------------------------------
 # CostCenter (cluster-scoped)
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +186,7 @@ class CostCenterStatus(_Status):
     spentUSD: UsdAmount | None = Field(default=None, description="This window's spend of all budgets below.")
     budgets: int = Field(default=0, ge=0, description="Budgets of this cost center and its children.")
     children: list[str] = Field(default_factory=list)
+    provenance: Provenance | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,7 +303,7 @@ class BudgetStatus(_Status):
     reportingProxies: int = Field(default=0, ge=0)
     history: list[ClosedWindow] = Field(default_factory=list, max_length=12)
     alerts: list[AlertRecord] = Field(default_factory=list, max_length=50)
-    gitRevision: str | None = Field(default=None, description="Git revision that produced this spec.")
+    provenance: Provenance | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,6 +360,7 @@ class RoutingPolicySpec(_Spec):
 class RoutingPolicyStatus(_Status):
     observedGeneration: int = 0
     conditions: list[Condition] = Field(default_factory=list)
+    provenance: Provenance | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,6 +380,49 @@ class SpendReportSpec(_Spec):
     entries: list[SpendEntry] = Field(default_factory=list, max_length=10000)
     sequence: int = Field(default=0, ge=0, description="Increases with every report the proxy sends.")
     reportedAt: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# AuditLog (namespaced, operator-owned): the checkpoints of the tamper-evident audit log
+# ---------------------------------------------------------------------------------------------
+
+
+class AuditLogSpec(_Spec):
+    """The operator owns the log; there is nothing to configure."""
+
+
+class AuditCheckpoint(_Status):
+    records: int = Field(ge=0, description="How many records the log held.")
+    head: str = Field(description="The hash of the last of them.")
+    time: str
+
+
+class AuditLogStatus(_Status):
+    records: int = Field(default=0, ge=0)
+    head: str | None = Field(default=None, description="Hash of the newest record.")
+    lastAppend: str | None = None
+    segments: int = Field(default=0, ge=0, description="ConfigMaps holding the records.")
+    checkpoints: list[AuditCheckpoint] = Field(default_factory=list, max_length=10, description="Newest first.")
+
+
+# ---------------------------------------------------------------------------------------------
+# PolicyWriters (cluster-scoped): the parameters of the GitOps-only admission policy
+# ---------------------------------------------------------------------------------------------
+
+
+class PolicyWritersSpec(_Spec):
+    """Who may write policy specs; read by the chart's ValidatingAdmissionPolicy (docs/gitops-admission.md)."""
+
+    policyRepository: str = Field(min_length=1, max_length=500, description="Where policy changes go instead.")
+    gitopsUsers: StringSet = Field(default_factory=list, max_length=50, json_schema_extra={"default": []},
+                                   description="May create, update and delete: the GitOps sync identities.")
+    gitopsGroups: StringSet = Field(default_factory=list, max_length=50, json_schema_extra={"default": []})
+    controllerUsers: StringSet = Field(
+        default_factory=list, max_length=50, json_schema_extra={"default": []},
+        description="May change metadata, never a spec, and delete in a terminating namespace.")
+    breakGlassGroups: StringSet = Field(
+        default_factory=list, max_length=50, json_schema_extra={"default": []},
+        description="May write anything, with a spendgate.io/break-glass annotation, audited.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,6 +482,21 @@ class SpendReport(_Object):
 
     kind: Literal["SpendReport"] = "SpendReport"
     spec: SpendReportSpec
+
+
+class AuditLog(_Object):
+    """The operator's tamper-evident audit log: its records live in ConfigMaps, its checkpoints here."""
+
+    kind: Literal["AuditLog"] = "AuditLog"
+    spec: AuditLogSpec = Field(default_factory=AuditLogSpec)
+    status: AuditLogStatus | None = None
+
+
+class PolicyWriters(_Object):
+    """Who may change spendgate policy: the parameters of the GitOps-only admission policy."""
+
+    kind: Literal["PolicyWriters"] = "PolicyWriters"
+    spec: PolicyWritersSpec
 
 
 PolicyObject = CostCenter | Budget | RoutingPolicy

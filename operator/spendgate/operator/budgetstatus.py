@@ -22,7 +22,6 @@ from spendgate.operator.spendindex import SpendIndex
 from spendgate.policy.bundle import ThresholdEntry
 from spendgate.policy.errors import PolicyError
 
-GIT_REVISION_ANNOTATION = "spendgate.io/git-revision"
 HISTORY_LENGTH = 12  # the CRD's maxItems for status.history
 ALERT_RECORDS = 50  # the CRD's maxItems for status.alerts
 
@@ -46,7 +45,6 @@ def budget_status(inputs: BudgetInputs, spend: SpendIndex) -> api.BudgetStatus:
         scope=scope_text(budget.spec.scope),
         history=previous.history,
         alerts=previous.alerts,
-        gitRevision=budget.metadata.annotations.get(GIT_REVISION_ANNOTATION),
     )
     try:
         window = window_at(budget.spec.window.period, budget.spec.window.timeZone, inputs.now)

@@ -35,6 +35,11 @@ class OperatorConfig:
     # A SpendReport with no current-window entry and no report for this long belongs to a gone proxy.
     stale_report_after: timedelta = timedelta(days=1)
     housekeeping_interval: timedelta = timedelta(minutes=10)
+    # Where Argo CD Applications live, read for the Git revision a sync applied (None: never read them).
+    argocd_namespace: str | None = "argocd"
+    # The AuditLog object (and prefix of its ConfigMap segments) in `namespace`.
+    audit_log: str = "spendgate"
+    audit_segment_bytes: int = 256 * 1024
     # kopf's watch-stream settings; tests shorten them.
     watch_server_timeout: int = 600  # seconds; the API server wants an integer
 

@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the replicas of one Deployment differ)")
     parser.add_argument("--write-interval", type=float, default=1.0,
                         help="a Budget's status is written at most this often, in seconds")
+    parser.add_argument("--argocd-namespace", default="argocd",
+                        help="where Argo CD Applications live: read (if RBAC allows) for the Git revision of a "
+                             "sync when no spendgate.io/git-revision annotation is stamped; '' never reads them "
+                             "(default: %(default)s)")
+    parser.add_argument("--audit-log", default="spendgate",
+                        help="the AuditLog (and prefix of its ConfigMaps) in --namespace (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true")
 
 
@@ -66,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         peering=args.peering,
         priority=args.priority if args.priority is not None else replica_priority(args.peering),
         write_interval=args.write_interval,
+        argocd_namespace=args.argocd_namespace or None,
+        audit_log=args.audit_log,
     )
     try:
         return asyncio.run(serve(config))

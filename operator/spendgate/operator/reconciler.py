@@ -25,11 +25,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from spendgate.adapters.auditlog import AuditLogWriter
 from spendgate.adapters.keysecrets import KIND as KEY_KIND
 from spendgate.adapters.keysecrets import LABEL as KEY_LABEL
 from spendgate.adapters.kube import MERGE_PATCH, METADATA_LIST, Kube, KubeError, core_path, custom_path, merge_patch
 from spendgate.api import v1alpha1 as api
 from spendgate.operator import alerts
+from spendgate.operator.audit import AuditTrail, budget_records
 from spendgate.operator.budgetstatus import BudgetInputs, budget_status, next_change
 from spendgate.operator.clock import Clock
 from spendgate.operator.conditions import ready_condition, set_condition
@@ -39,6 +41,7 @@ from spendgate.operator.housekeeping import deletable_reports
 from spendgate.operator.metrics import OperatorMetrics
 from spendgate.operator.notify import AlertMessage
 from spendgate.operator.policystatus import BudgetSummary, cost_center_statuses, routing_policy_status
+from spendgate.operator.provenance import ProvenanceTracker
 from spendgate.operator.publisher import BundlePublisher
 from spendgate.operator.recorder import EventRecorder
 from spendgate.operator.transitions import EventNote, budget_events, ready_events
@@ -81,6 +84,9 @@ class Reconciler:
         self._notifier = Notifier(kube, config.alert_backoffs, config.alert_request_timeout)
         self._publisher = BundlePublisher(kube, config.bundle_targets, metrics)
         self._recorder = EventRecorder(kube, config.identity, clock)
+        self._provenance = ProvenanceTracker(kube, config.argocd_namespace)
+        self._audit = AuditTrail(AuditLogWriter(kube, config.namespace, config.audit_log, config.audit_segment_bytes),
+                                 metrics.registry)
         self._alert_timeout = timedelta(seconds=self._notifier.longest_delivery) + ALERT_TIMEOUT_MARGIN
         self._wake = asyncio.Event()
         self._policy_dirty = True
@@ -100,6 +106,8 @@ class Reconciler:
     # -- fed by kopf's event handlers ----------------------------------------------------------
 
     def observe(self, kind: str, event_type: str | None, body: dict[str, Any]) -> None:
+        if kind in POLICY_KINDS:
+            self._provenance.observe(kind, (kind, object_key(body)), event_type, body)
         if event_type == "DELETED":
             self._forget(kind, body)
             change = self.world.forget(kind, body)
@@ -156,6 +164,8 @@ class Reconciler:
 
     async def step(self) -> None:
         now = self._clock.now()
+        # Policy changes reach the audit log before the status that shows them (docs/operator.md).
+        await self._audit.append(await self._provenance.records(now), now)
         if self._policy_dirty and monotonic() >= self._policy_retry_at:
             with self._metrics.timed("compile"):
                 await self._compile_and_publish(now)
@@ -276,6 +286,7 @@ class Reconciler:
         status = budget_status(inputs, self.world.spend)
         self._metrics.budget(seen.parsed, status)
         self._track_recheck(key, status)
+        await self._audit.append(budget_records(seen.parsed, seen.uid, previous, status, now), now)
         if await self._write_status(seen, previous, status, budget_events(previous, status)):
             self._rollup_due |= status.spentUSD != previous.spentUSD
             claim = alerts.claimed(previous.alerts, status.alerts)
@@ -335,6 +346,10 @@ class Reconciler:
                             notes: Sequence[EventNote]) -> bool:
         """Patch the status if it changed, conditional on the resourceVersion it was computed from.
         Returns True when written; Events go out only then, so a lost race posts none."""
+        if seen.kind in POLICY_KINDS:
+            provenance = self._provenance.status((seen.kind, seen.key), getattr(previous, "provenance", None),
+                                                 self._clock.now())
+            status = status.model_copy(update={"provenance": provenance})
         wanted = api.as_json(status)
         if api.as_json(previous) == wanted:
             return False

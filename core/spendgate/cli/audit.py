@@ -1,0 +1,186 @@
+"""`spendgate audit verify | export`: check the operator's tamper-evident audit log, and write the
+evidence an auditor asks for per policy change. Exit status 1 when the chain does not verify."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import re
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from spendgate.adapters.auditlog import DEFAULT_LOG, AuditLogError, StoredLog, read_cluster_log, read_file_log
+from spendgate.cli.common import Commands, UsageError, command, group, kubernetes_arguments
+from spendgate.logic import audit
+from spendgate.logic.audit import Checkpoint, Verification
+
+DEFAULT_NAMESPACE = "spendgate-system"  # the operator's default namespace, where its audit log lives
+PERIOD = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+
+
+def _stored(args: argparse.Namespace) -> StoredLog:
+    try:
+        if args.file is not None:
+            return read_file_log(args.file)
+        return read_cluster_log(args.namespace, args.log, args.kubeconfig, args.context)
+    except AuditLogError as error:
+        raise UsageError(str(error)) from error
+
+
+def _checkpoints(args: argparse.Namespace, stored: StoredLog) -> list[Checkpoint]:
+    given = [_checkpoint(text) for text in args.checkpoint or []]
+    return [*stored.checkpoints, *given]
+
+
+def _checkpoint(text: str) -> Checkpoint:
+    records, _, head = text.partition(":")
+    if not records.isdigit() or not head.startswith("sha256:"):
+        raise UsageError(f"--checkpoint {text!r}: expected RECORDS:sha256:HEX, as `spendgate audit verify` prints")
+    return Checkpoint(int(records), head, "--checkpoint")
+
+
+def summary(stored: StoredLog, result: Verification) -> str:
+    newest = max(stored.checkpoints, key=lambda c: c.records, default=None)
+    checked = (f"{result.checkpoints_matched} of {len(stored.checkpoints)} stored checkpoints match"
+               + (f" (newest: {newest.records} records at {newest.time})" if newest else "")
+               if stored.checkpoints else "no stored checkpoints (pass --checkpoint to check one you kept)")
+    state = "chain intact" if result.ok else f"{len(result.problems)} problems"
+    return (f"{stored.where}: {result.records} records in {len(stored.segments)} segments, "
+            f"head {result.records}:{result.head}; {state}; {checked}")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    stored = _stored(args)
+    result = audit.verify(stored.records, _checkpoints(args, stored))
+    print(summary(stored, result))
+    for problem in result.problems:
+        print(f"  {problem}")
+    return 0 if result.ok else 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    stored = _stored(args)
+    result = audit.verify(stored.records, _checkpoints(args, stored))
+    records = [record for record in stored.records if isinstance(record, dict)]
+    if args.output == "jsonl":  # the verifiable prefix: every record up to the end of the period
+        for record in records:
+            if str(record.get("time", ""))[:7] <= args.period:
+                print(json.dumps(record, sort_keys=True))
+        return 0 if result.ok else 1
+    rows = audit.evidence(records, args.period, _approvals(args.approvals))
+    report = {"period": args.period, "log": stored.where, "summary": summary(stored, result),
+              "verified": result.ok, "problems": result.problems, "changes": rows,
+              "enforcement": _enforcement(records, args.period)}
+    sys.stdout.write(RENDERERS[args.output](report))
+    return 0 if result.ok else 1
+
+
+def _enforcement(records: Sequence[Mapping[str, Any]], period: str) -> dict[str, int]:
+    """How often budgets reached each state (and windows reset) in the period."""
+    counted: Counter[str] = Counter()
+    for record in records:
+        if str(record.get("time", "")).startswith(period):
+            if record.get("type") == audit.ENFORCEMENT:
+                counted[str(record.get("stateAfter"))] += 1
+            elif record.get("type") == audit.WINDOW_RESET:
+                counted["reset"] += 1
+    return dict(sorted(counted.items()))
+
+
+def _approvals(path: Path | None) -> dict[str, dict[str, Any]]:
+    """What the CI recorded per merged revision: JSON lines of {revision, pullRequest, approvers}."""
+    if path is None:
+        return {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        entries = [json.loads(line) for line in lines if line.strip()]
+        return {str(entry["revision"]): entry for entry in entries}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise UsageError(f"{path}: not an approvals file (JSON lines of revision, pullRequest, approvers): "
+                         f"{type(error).__name__}: {error}") from error
+
+
+def _json(report: Mapping[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=True) + "\n"
+
+
+def _csv(report: Mapping[str, Any]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=audit.EVIDENCE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(report["changes"])
+    return out.getvalue()
+
+
+def _markdown(report: Mapping[str, Any]) -> str:
+    changes, glass = report["changes"], [row for row in report["changes"] if row["breakGlass"] != "no"]
+    verdict = "verified" if report["verified"] else "**DOES NOT VERIFY**"
+    lines = [f"# Policy changes, {report['period']}", "",
+             f"{len(changes)} changes, {len(glass)} break-glass; audit log {verdict}.", "",
+             f"> {report['summary']}", ""]
+    lines += [f"- {problem}" for problem in report["problems"]]
+    header = ("time", "object", "change", "revision", "via", "approvers", "pullRequest", "digestAfter", "breakGlass")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(row[column]) for column in header) + " |" for row in changes]
+    counts = ", ".join(f"{state}: {count}" for state, count in report["enforcement"].items()) or "none"
+    lines += ["", f"Enforcement transitions: {counts}.", ""]
+    return "\n".join(lines)
+
+
+def _cell(value: str) -> str:
+    return value.replace("|", "\\|").replace("\n", " ") or "-"
+
+
+def _table(report: Mapping[str, Any]) -> str:
+    table = Table(title=f"policy changes, {report['period']}", box=None, pad_edge=False)
+    columns = ("time", "object", "change", "revision", "via", "approvers", "breakGlass")
+    for column in columns:
+        table.add_column(column.upper())
+    for row in report["changes"]:
+        table.add_row(*(row[column] for column in columns))
+    console = Console(file=io.StringIO(), width=200, soft_wrap=True)
+    console.print(report["summary"])
+    for problem in report["problems"]:
+        console.print(f"  {problem}", markup=False)
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]
+
+
+RENDERERS = {"json": _json, "csv": _csv, "markdown": _markdown, "table": _table}
+
+
+def _period(text: str) -> str:
+    if not re.match(PERIOD, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month like 2026-11")
+    return text
+
+
+def register(commands: Commands) -> None:
+    audit_commands = group(commands, "audit", "the operator's tamper-evident audit log")
+    verify = command(audit_commands, "verify", _verify,
+                     "check the hash chain and the checkpoints: edited, dropped, inserted, reordered or cut-off "
+                     "records make the exit status 1")
+    export = command(audit_commands, "export", _export,
+                     "write the evidence per policy change in a month: revision, approvers, digests, break-glass")
+    export.add_argument("--period", type=_period, required=True, help="a calendar month, UTC, e.g. 2026-11")
+    export.add_argument("--output", choices=("markdown", "json", "table", "csv", "jsonl"), default="table",
+                        help="jsonl: the raw records up to the end of the period, verifiable offline")
+    export.add_argument("--approvals", type=Path, help="what the CI recorded: JSON lines of revision, pullRequest, "
+                                                       "approvers (docs/operator.md)")
+    for sub in (verify, export):
+        where = sub.add_argument_group("where the log is (one of)")
+        where.add_argument("--namespace", default=DEFAULT_NAMESPACE,
+                           help="the operator's namespace (default: %(default)s)")
+        where.add_argument("--log", default=DEFAULT_LOG, help="the AuditLog's name (default: %(default)s)")
+        kubernetes_arguments(where)
+        where.add_argument("--file", type=Path, help="an exported log (export --output jsonl) instead of a cluster")
+        sub.add_argument("--checkpoint", action="append", metavar="RECORDS:HASH",
+                         help="a checkpoint you kept (as verify prints it), checked too; repeatable")
