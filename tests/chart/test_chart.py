@@ -36,8 +36,10 @@ def test_every_rendered_object_is_accepted_by_the_api_server(
     control_plane: ControlPlane, release: tuple[str, str]
 ) -> None:
     namespace, team = release
-    rendered = helm_template(namespace, f"operator.bundleNamespaces={{{team}}}", "operator.peering.enabled=true")
-    assert {"Deployment", "ClusterRole", "Role", "Service", "KopfPeering"} <= set(kinds(rendered))
+    rendered = helm_template(namespace, f"operator.bundleNamespaces={{{team}}}", "operator.peering.enabled=true",
+                             "admission.enabled=true", "argocd.readApplications=true", f"argocd.namespace={team}")
+    assert {"Deployment", "ClusterRole", "Role", "Service", "KopfPeering", "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding", "PolicyWriters"} <= set(kinds(rendered))
     peering_crd, rest = _split_peering_crd(rendered)
     control_plane.apply(peering_crd)  # a pre-install hook: Helm applies it before the rest
     control_plane.kubectl("wait", "--for=condition=Established", "crd/kopfpeerings.kopf.dev", "--timeout=30s")
@@ -81,6 +83,9 @@ def test_least_privilege(control_plane: ControlPlane, release: tuple[str, str]) 
     assert can(operator, "update", "configmaps/spendgate-bundle", "-n", team)
     assert not can(operator, "update", "configmaps/kube-proxy", "-n", team)
     assert not can(operator, "update", "configmaps/spendgate-bundle", "-n", "kube-system")
+    assert can(operator, "patch", "auditlogs.spendgate.io", "--subresource=status", "-n", namespace)
+    assert not can(operator, "patch", "auditlogs.spendgate.io", "--subresource=status", "-n", policies)
+    assert not can(operator, "get", "applications.argoproj.io", "-n", "argocd")  # argocd.readApplications is off
 
     assert can(gateway, "patch", "spendreports.spendgate.io", "-n", namespace)
     assert can(gateway, "watch", "budgets.spendgate.io", "-n", policies)

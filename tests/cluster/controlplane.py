@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Any, Self
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 CRDS_DIR = REPO_ROOT / "crds"
+# The audit policy the docs recommend: tests read the admission policy's audit annotations from it.
+AUDIT_POLICY = REPO_ROOT / "examples" / "gitops" / "audit-policy.yaml"
 
 LOOPBACK = "127.0.0.1"
 ADMIN_USER = "spendgate-test-admin"
@@ -233,6 +235,7 @@ class ControlPlane:
         self._etcd_peer_url = f"http://{LOOPBACK}:{etcd_peer_port}"
         self.server = f"https://{LOOPBACK}:{apiserver_port}"
         self.kubeconfig = workdir / "kubeconfig"
+        self.audit_log = workdir / "audit.log"
         write_kubeconfig(self.kubeconfig, self.server, self._credentials)
         self.installed_crds: tuple[str, ...] = ()
         self._processes: list[ManagedProcess] = []
@@ -323,6 +326,7 @@ class ControlPlane:
             "--disable-admission-plugins=ServiceAccount",
             # Nothing needs the "kubernetes" Service endpoints, and a loopback address is invalid there.
             "--endpoint-reconciler-type=none",
+            f"--audit-policy-file={AUDIT_POLICY}", f"--audit-log-path={self.audit_log}",
         ])  # fmt: skip
         context = ssl.create_default_context(cafile=str(credentials.ca_cert))
         ready = f"{self.server}/readyz"
@@ -336,6 +340,12 @@ class ControlPlane:
         crds = [name for name in applied if name.startswith("customresourcedefinition.")]
         self.kubectl("wait", "--for=condition=Established", f"--timeout={timeout:.0f}s", *crds)
         self.installed_crds = tuple(name.split("/", 1)[1] for name in crds)
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """The API server's audit log so far (the `log` backend writes one JSON event per line)."""
+        if not self.audit_log.exists():
+            return []
+        return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
 
     def _launch(self, name: str, command: Sequence[str]) -> ManagedProcess:
         process = ManagedProcess(name, command, self.workdir / f"{name}.log")

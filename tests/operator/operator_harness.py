@@ -27,7 +27,7 @@ from spendgate.operator.metrics import OperatorMetrics
 T = TypeVar("T")
 TEST_LABEL = "spendgate-test"
 PLURALS = {"CostCenter": "costcenters", "Budget": "budgets", "RoutingPolicy": "routingpolicies",
-           "SpendReport": "spendreports"}
+           "SpendReport": "spendreports", "AuditLog": "auditlogs"}
 
 
 

@@ -63,3 +63,5 @@ def test_the_charts_rbac_is_enough(control_plane: ControlPlane, api: Api, clock:
 
     assert orphan[0]["reason"] == "UnknownParent" and events[0]["reason"] == "UnknownParent"
     assert b"alice-key" in bundle
+    audit_log = eventually(lambda: api.get("AuditLog", "spendgate", operator_namespace), what="the audit log")
+    assert audit_log["status"]["records"] >= 3  # two cost centers and a budget appeared, at least
