@@ -132,7 +132,7 @@ def test_kubectl_get_budgets_reads_like_resourcequota(control_plane: ControlPlan
     header = control_plane.kubectl("get", "budgets", "-n", namespace).stdout.splitlines()[0].split()
     assert header == ["NAME", "COSTCENTER", "SCOPE", "LIMIT", "SPENT", "USED", "STATE", "RESETS", "AGE"]
     wide = control_plane.kubectl("get", "budgets", "-n", namespace, "-o", "wide").stdout.splitlines()[0].split()
-    assert wide[-3:] == ["MODE", "PERIOD", "READY"]
+    assert wide[-5:] == ["MODE", "PERIOD", "READY", "REVISION", "APPLICATION"]
 
 
 def test_status_changes_only_through_the_status_subresource(control_plane: ControlPlane, namespace: str) -> None:

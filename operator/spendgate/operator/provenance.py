@@ -241,23 +241,27 @@ class ProvenanceTracker:
             self.pending.append((source, known))
         self.known[ref] = Known.of(source)
 
-    async def records(self, now: datetime) -> list[dict[str, Any]]:
-        """The records of everything observed since the last call; Applications are read here."""
+    async def records(self, now: datetime) -> tuple[list[dict[str, Any]], set[Ref]]:
+        """The records of everything observed since the last call (Applications are read here), and
+        the objects whose provenance in status they change."""
         pending, deleted, self.pending, self.deleted = self.pending, self.deleted, [], []
         syncs: dict[str, Sync | None] = {}
-        records = []
+        records, changed = [], set()
         for source, known in pending:
+            ref = (source.kind, _key(source.subject))
             sync = await self._sync(source.application, syncs) if source.application else None
             if sync is not None and sync.revision and not source.revision:
-                ref = (source.kind, _key(source.subject))
                 self.revisions[ref] = (source.generation, sync.revision)
             records.extend(change_records(source, known, sync, now))
+            changed.add(ref)
         records.extend(deletion_record(source, now) for source in deleted)
-        return records
+        return records, changed
 
     def status(self, ref: Ref, previous: api.Provenance | None, now: datetime) -> api.Provenance | None:
+        """What status.provenance should say now; while a change waits for its record (and its
+        Application read), what it said before."""
         source = self.sources.get(ref)
-        if source is None:
+        if source is None or any((pending.kind, _key(pending.subject)) == ref for pending, _ in self.pending):
             return previous
         resolved = self.revisions.get(ref)
         revision = source.revision or (resolved[1] if resolved and resolved[0] == source.generation else None)

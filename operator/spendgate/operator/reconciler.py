@@ -165,7 +165,9 @@ class Reconciler:
     async def step(self) -> None:
         now = self._clock.now()
         # Policy changes reach the audit log before the status that shows them (docs/operator.md).
-        await self._audit.append(await self._provenance.records(now), now)
+        records, changed = await self._provenance.records(now)
+        await self._audit.append(records, now)
+        self._dirty |= changed
         if self._policy_dirty and monotonic() >= self._policy_retry_at:
             with self._metrics.timed("compile"):
                 await self._compile_and_publish(now)
