@@ -111,7 +111,11 @@ class _Segment:
 
     @property
     def size(self) -> int:
-        return sum(len(line.encode()) + 1 for line in self.lines)
+        return sum(map(_size, self.lines))
+
+
+def _size(line: str) -> int:
+    return len(line.encode()) + 1  # with its newline
 
 
 class _Conflict(Exception):
@@ -182,16 +186,31 @@ class AuditLogWriter:
             self._ids.add(record_id)
 
     async def _store(self, chained: list[dict[str, Any]]) -> None:
-        by_period: dict[str, list[str]] = {}
+        """Append to the open segment while it has room and the month is the same, and start new
+        segments for the rest (a large batch, the first listing of 10,000 policies, spans several)."""
+        batch: list[str] = []
+        new, period_of_batch = False, ""
         for record in chained:
-            by_period.setdefault(str(record["time"])[:7], []).append(dumps(record))
-        for period, lines in by_period.items():
-            segment = self._segment
-            size = sum(len(line.encode()) + 1 for line in lines)
-            if segment is not None and segment.period == period and segment.size + size <= self.segment_bytes:
-                await self._replace(segment, lines)
-            else:
-                await self._create(period, lines)
+            line, period = dumps(record), str(record["time"])[:7]
+            if not batch:
+                segment = self._segment
+                new = segment is None or segment.period != period or segment.size + _size(line) > self.segment_bytes
+                period_of_batch = period
+            elif period != period_of_batch or self._filled(batch, new) + _size(line) > self.segment_bytes:
+                await self._write(batch, new, period_of_batch)
+                batch, new, period_of_batch = [], True, period
+            batch.append(line)
+        if batch:
+            await self._write(batch, new, period_of_batch)
+
+    def _filled(self, batch: list[str], new: bool) -> int:
+        return sum(map(_size, batch)) + (0 if new or self._segment is None else self._segment.size)
+
+    async def _write(self, batch: list[str], new: bool, period: str) -> None:
+        if new or self._segment is None:
+            await self._create(period, batch)
+        else:
+            await self._replace(self._segment, batch)
 
     async def _replace(self, segment: _Segment, lines: list[str]) -> None:
         body = self._manifest(segment.name, segment.number, segment.period, [*segment.lines, *lines], segment.version)
