@@ -102,7 +102,7 @@ def test_export_writes_the_evidence_in_each_format(log: Path, tmp_path: Path,
 
     assert main([*args, "--output", "markdown"]) == 0
     markdown = capsys.readouterr().out
-    assert markdown.startswith("# Policy changes, 2026-11\n\n2 changes, 1 break-glass; audit log verified.")
+    assert markdown.startswith("### 2 policy changes in 2026-11, 1 break-glass; audit log verified\n")
     assert "INC-7 \\| raise" in markdown  # a pipe in a cell does not break the table
 
     assert main([*args, "--output", "table"]) == 0

@@ -14,15 +14,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from spendgate.adapters.auditlog import DEFAULT_LOG, AuditLogError, StoredLog, read_cluster_log, read_file_log
+from spendgate.cli import output
 from spendgate.cli.common import Commands, UsageError, command, group, kubernetes_arguments
 from spendgate.logic import audit
 from spendgate.logic.audit import Checkpoint, Verification
 
 DEFAULT_NAMESPACE = "spendgate-system"  # the operator's default namespace, where its audit log lives
+REPORT_COLUMNS = ("time", "object", "change", "revision", "via", "approvers", "pullRequest", "digestAfter",
+                  "breakGlass")
+TERMINAL_COLUMNS = ("time", "object", "change", "revision", "via", "approvers", "breakGlass")  # fits 160 columns
 PERIOD = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 
 
@@ -79,8 +80,22 @@ def _export(args: argparse.Namespace) -> int:
     report = {"period": args.period, "log": stored.where, "summary": summary(stored, result),
               "verified": result.ok, "problems": result.problems, "changes": rows,
               "enforcement": _enforcement(records, args.period)}
-    sys.stdout.write(RENDERERS[args.output](report))
+    sys.stdout.write(_csv(rows) if args.output == "csv" else output.render(_document(report, args.output), args.output))
     return 0 if result.ok else 1
+
+
+def _document(report: Mapping[str, Any], shown: str) -> output.Document:
+    changes = report["changes"]
+    glass = [row for row in changes if row["breakGlass"] != "no"]
+    verdict = "verified" if report["verified"] else "DOES NOT VERIFY"
+    counts = ", ".join(f"{state}: {count}" for state, count in report["enforcement"].items()) or "none"
+    columns = TERMINAL_COLUMNS if shown == "table" else REPORT_COLUMNS
+    return output.Document(
+        summary=f"{len(changes)} policy changes in {report['period']}, {len(glass)} break-glass; audit log {verdict}",
+        facts=[report["summary"], *report["problems"], f"enforcement transitions: {counts}"],
+        sections=[output.Section("policy changes", output.Table(columns, [[row[c] for c in columns]
+                                                                          for row in changes]))],
+        data=report)
 
 
 def _enforcement(records: Sequence[Mapping[str, Any]], period: str) -> dict[str, int]:
@@ -108,53 +123,12 @@ def _approvals(path: Path | None) -> dict[str, dict[str, Any]]:
                          f"{type(error).__name__}: {error}") from error
 
 
-def _json(report: Mapping[str, Any]) -> str:
-    return json.dumps(report, indent=2, sort_keys=True) + "\n"
-
-
-def _csv(report: Mapping[str, Any]) -> str:
+def _csv(rows: Sequence[Mapping[str, str]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=audit.EVIDENCE_COLUMNS, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(report["changes"])
+    writer.writerows(rows)
     return out.getvalue()
-
-
-def _markdown(report: Mapping[str, Any]) -> str:
-    changes, glass = report["changes"], [row for row in report["changes"] if row["breakGlass"] != "no"]
-    verdict = "verified" if report["verified"] else "**DOES NOT VERIFY**"
-    lines = [f"# Policy changes, {report['period']}", "",
-             f"{len(changes)} changes, {len(glass)} break-glass; audit log {verdict}.", "",
-             f"> {report['summary']}", ""]
-    lines += [f"- {problem}" for problem in report["problems"]]
-    header = ("time", "object", "change", "revision", "via", "approvers", "pullRequest", "digestAfter", "breakGlass")
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(row[column]) for column in header) + " |" for row in changes]
-    counts = ", ".join(f"{state}: {count}" for state, count in report["enforcement"].items()) or "none"
-    lines += ["", f"Enforcement transitions: {counts}.", ""]
-    return "\n".join(lines)
-
-
-def _cell(value: str) -> str:
-    return value.replace("|", "\\|").replace("\n", " ") or "-"
-
-
-def _table(report: Mapping[str, Any]) -> str:
-    table = Table(title=f"policy changes, {report['period']}", box=None, pad_edge=False)
-    columns = ("time", "object", "change", "revision", "via", "approvers", "breakGlass")
-    for column in columns:
-        table.add_column(column.upper())
-    for row in report["changes"]:
-        table.add_row(*(row[column] for column in columns))
-    console = Console(file=io.StringIO(), width=200, soft_wrap=True)
-    console.print(report["summary"])
-    for problem in report["problems"]:
-        console.print(f"  {problem}", markup=False)
-    console.print(table)
-    return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]
-
-
-RENDERERS = {"json": _json, "csv": _csv, "markdown": _markdown, "table": _table}
 
 
 def _period(text: str) -> str:
@@ -171,8 +145,9 @@ def register(commands: Commands) -> None:
     export = command(audit_commands, "export", _export,
                      "write the evidence per policy change in a month: revision, approvers, digests, break-glass")
     export.add_argument("--period", type=_period, required=True, help="a calendar month, UTC, e.g. 2026-11")
-    export.add_argument("--output", choices=("markdown", "json", "table", "csv", "jsonl"), default="table",
-                        help="jsonl: the raw records up to the end of the period, verifiable offline")
+    export.add_argument("--output", "-o", choices=(*output.FORMATS, "csv", "jsonl"), default="table",
+                        help="markdown (for a report), json, table, csv (one row per change), or jsonl: the raw "
+                             "records up to the end of the period, verifiable offline (default table)")
     export.add_argument("--approvals", type=Path, help="what the CI recorded: JSON lines of revision, pullRequest, "
                                                        "approvers (docs/operator.md)")
     for sub in (verify, export):

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from spendgate.adapters.keystores import ClusterKeys, FileKeys, KeyInfo, KeyStore
+from spendgate.cli import output
 from spendgate.cli.common import Commands, command, duration, group, kubernetes_arguments
 from spendgate.logic.windows import rfc3339
 
@@ -68,18 +68,14 @@ def _list(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps([asdict(row) for row in rows], indent=2, sort_keys=True))
     else:
-        Console(soft_wrap=True).print(_table(rows))
+        Console(width=160).print(output.rich_table(_table(rows)))
     return 0
 
 
-def _table(rows: list[KeyInfo]) -> Table:
-    table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "DEVELOPER", "COST CENTER", "STATE", "EXPIRES", "SHA-256"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(row.name, row.developer, row.costCenter, row.state, row.expiresAt or "",
-                      row.hash[:12] and f"{row.hash[:12]}...")
-    return table
+def _table(rows: list[KeyInfo]) -> output.Table:
+    columns = ("NAME", "DEVELOPER", "COST CENTER", "STATE", "EXPIRES", "SHA-256")
+    return output.Table(columns, [[row.name, row.developer, row.costCenter, row.state, row.expiresAt or "",
+                                   row.hash[:12] and f"{row.hash[:12]}..."] for row in rows])
 
 
 def register(commands: Commands) -> None:
