@@ -118,7 +118,7 @@ def _parse(path: Path, data: bytes) -> KeysFile:
         return KeysFile.model_validate(raw)
     except ValidationError as error:
         first = error.errors()[0]
-        where = ".".join(map(str, first["loc"])) or "the top level"
+        where = json.dumps(".".join(map(str, first["loc"])))[1:-1][:200] or "the top level"  # one line, always
         raise KeysFileError(f"{path}: not a valid keys file: {first['msg']} at {where}") from error
 
 
