@@ -16,11 +16,10 @@ from typing import Any
 
 from spendgate.adapters.auditlog import DEFAULT_LOG, AuditLogError, StoredLog, read_cluster_log, read_file_log
 from spendgate.cli import output
-from spendgate.cli.common import Commands, UsageError, command, group, kubernetes_arguments
+from spendgate.cli.common import OPERATOR_NAMESPACE, Commands, UsageError, command, group, kubernetes_arguments
 from spendgate.logic import audit
 from spendgate.logic.audit import Checkpoint, Verification
 
-DEFAULT_NAMESPACE = "spendgate-system"  # the operator's default namespace, where its audit log lives
 REPORT_COLUMNS = ("time", "object", "change", "revision", "via", "approvers", "pullRequest", "digestAfter",
                   "breakGlass")
 TERMINAL_COLUMNS = ("time", "object", "change", "revision", "via", "approvers", "breakGlass")  # fits 160 columns
@@ -152,7 +151,7 @@ def register(commands: Commands) -> None:
                                                        "approvers (docs/operator.md)")
     for sub in (verify, export):
         where = sub.add_argument_group("where the log is (one of)")
-        where.add_argument("--namespace", default=DEFAULT_NAMESPACE,
+        where.add_argument("--namespace", default=OPERATOR_NAMESPACE,
                            help="the operator's namespace (default: %(default)s)")
         where.add_argument("--log", default=DEFAULT_LOG, help="the AuditLog's name (default: %(default)s)")
         kubernetes_arguments(where)

@@ -42,6 +42,8 @@ def group(commands: Commands, name: str, help_text: str) -> Commands:
     return actions
 
 
+# The operator's default namespace: its key Secrets and its audit log live there.
+OPERATOR_NAMESPACE = "spendgate-system"
 DURATION = re.compile(r"^(\d+)([smhd]?)$")
 DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 

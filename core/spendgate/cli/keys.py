@@ -14,10 +14,8 @@ from rich.console import Console
 
 from spendgate.adapters.keystores import ClusterKeys, FileKeys, KeyInfo, KeyStore
 from spendgate.cli import output
-from spendgate.cli.common import Commands, command, duration, group, kubernetes_arguments
+from spendgate.cli.common import OPERATOR_NAMESPACE, Commands, command, duration, group, kubernetes_arguments
 from spendgate.logic.windows import rfc3339
-
-DEFAULT_NAMESPACE = "spendgate-system"  # the operator's default namespace, where it reads key Secrets
 
 
 def _store(args: argparse.Namespace) -> KeyStore:
@@ -95,7 +93,7 @@ def register(commands: Commands) -> None:
     for sub in (create, rotate, revoke, listing):
         where = sub.add_argument_group("where the keys are (one of)")
         where.add_argument("--keys-file", type=Path, help="a standalone keys file (hashes only)")
-        where.add_argument("--namespace", default=DEFAULT_NAMESPACE,
+        where.add_argument("--namespace", default=OPERATOR_NAMESPACE,
                            help="in a cluster: the operator's namespace, where key Secrets live (default: "
                                 "%(default)s); used when --keys-file is not given")
         kubernetes_arguments(where)
