@@ -67,8 +67,8 @@ def test_a_file_where_the_policy_directory_belongs(policies: Path) -> None:
     refused(spendgate("validate", str(policies / "missing")), "missing", "does not exist")
 
 
-@pytest.mark.parametrize("content", [b'{"keys": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", b'{"keys": [', b"[]"],
-                         ids=["deep", "truncated", "not an object"])
+@pytest.mark.parametrize("content", [b"\xff\xfe{}", b'{"keys": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+                                     b'{"keys": [', b"[]"], ids=["undecodable", "deep", "truncated", "not an object"])
 def test_a_bad_keys_file(content: bytes, policies: Path, tmp_path: Path) -> None:
     keys = tmp_path / "keys.json"
     keys.write_bytes(content)
