@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds the test suite's control plane from the Go module proxy (no Docker, no dl.k8s.io):
-# kube-apiserver and kubectl (k8s.io/kubernetes), etcd and helm. Versions come from the go.mod
-# files under hack/control-plane/. Each binary lands in
+# kube-apiserver and kubectl (k8s.io/kubernetes), etcd, helm, and promtool (the chart's alert rules
+# are tested with `promtool test rules`). Versions come from the go.mod files under hack/control-plane/. Each binary lands in
 #   ${SPENDGATE_CACHE:-~/.cache/spendgate}/bin/<component>-<version>/<component>
 # and is built only when missing, so only the first run on a machine pays (measured on 2 cores:
 # about 5 minutes for all four with empty Go build and module caches, 15 ms when all are cached).
 #
-# Usage: hack/build-control-plane.sh [component...]   (default: all four)
+# Usage: hack/build-control-plane.sh [component...]   (default: all five)
 # Prints one "<component>=<path>" line per component on stdout; progress goes to stderr.
 set -euo pipefail
 
@@ -81,6 +81,11 @@ helm_ldflags() {
         "-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
 }
 
+# Prometheus' Makefile (promu) stamps the version that `promtool --version` prints.
+promtool_ldflags() {
+    echo "-X github.com/prometheus/common/version.Version=$1"
+}
+
 build_component() {
     local version
     case $1 in
@@ -96,8 +101,14 @@ build_component() {
         version="$(required_version "$modules_dir/helm" helm.sh/helm/v3)"
         go_build helm "$version" "$modules_dir/helm" helm.sh/helm/v3/cmd/helm "$(helm_ldflags "$version")"
         ;;
+    promtool)
+        # Prometheus v3.x.y is the Go module version v0.3xx.y.
+        version="$(required_version "$modules_dir/promtool" github.com/prometheus/prometheus)"
+        go_build promtool "$version" "$modules_dir/promtool" github.com/prometheus/prometheus/cmd/promtool \
+            "$(promtool_ldflags "$version")"
+        ;;
     *)
-        die "unknown component '$1' (known: kube-apiserver kubectl etcd helm)"
+        die "unknown component '$1' (known: kube-apiserver kubectl etcd helm promtool)"
         ;;
     esac
 }
@@ -105,7 +116,7 @@ build_component() {
 main() {
     local components=("$@")
     if ((${#components[@]} == 0)); then
-        components=(kube-apiserver kubectl etcd helm)
+        components=(kube-apiserver kubectl etcd helm promtool)
     fi
     local component
     for component in "${components[@]}"; do

@@ -26,6 +26,7 @@ COMMAND_MODULES = (policies, diff, dryrun, keys, ledger, audit)
 COMPONENT_COMMANDS = {
     "proxy": ("spendgate.proxy.main", "run the gateway (standalone with --policies, or from a bundle)"),
     "operator": ("spendgate.operator.main", "run the operator against the current kubeconfig"),
+    "injector": ("spendgate.operator.injector.main", "run the sidecar injection webhook (docs/injection.md)"),
 }
 
 
