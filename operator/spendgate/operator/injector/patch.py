@@ -43,7 +43,8 @@ class Injection:
 
 
 def wants_injection(pod: Mapping[str, Any], namespace_opted_in: bool) -> bool:
-    annotation = str(_annotations(pod).get(INJECT, "")).strip().lower()
+    # Exactly the chart's matchConditions, so the API server and the webhook never disagree.
+    annotation = _annotations(pod).get(INJECT)
     return annotation != "false" if namespace_opted_in else annotation == "true"
 
 
@@ -115,8 +116,13 @@ def _cannot_inject(spec: Mapping[str, Any], settings: SidecarSettings) -> str | 
 def _add_sidecar(spec: Mapping[str, Any], settings: SidecarSettings, namespace: str) -> list[Operation]:
     kind = "initContainers" if settings.mode == "Native" else "containers"
     # Appended: the pod's own init containers keep their order; app containers start after it.
-    return [*_append(spec, kind, [proxy_container(settings, namespace)]),
-            *_append(spec, "volumes", proxy_volumes(settings))]
+    patch = [*_append(spec, kind, [proxy_container(settings, namespace)]),
+             *_append(spec, "volumes", proxy_volumes(settings))]
+    if not spec.get("serviceAccountName"):
+        # The sidecar's token is projected for the pod's service account, which must be named; the
+        # ServiceAccount admission plugin names "default" before webhooks run, unless it is disabled.
+        patch.append({"op": "add", "path": "/spec/serviceAccountName", "value": "default"})
+    return patch
 
 
 def _append(spec: Mapping[str, Any], key: str, items: list[dict[str, Any]]) -> list[Operation]:
