@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -99,8 +100,8 @@ def validate(material: Material) -> None:
     ca_cert, _ = _load_ca(material)
     try:
         cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError) as error:
-        raise MaterialError(f"the serving certificate is not signed by the newest CA: {error}") from None
+    except (ValueError, TypeError, InvalidSignature) as error:
+        raise MaterialError(f"the serving certificate is not signed by the newest CA: {error!r}") from None
 
 
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -129,7 +130,9 @@ def _issue(ca: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], older_cas: t
 
 def _new_ca(now: datetime, validity: timedelta) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"spendgate injector CA {now:%Y-%m-%dT%H:%M:%SZ}")])
+    # Unique per CA (its key's identifier), so two CAs in one bundle never share a subject.
+    key_id = x509.SubjectKeyIdentifier.from_public_key(key.public_key()).digest.hex()[:16]
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"spendgate injector CA {key_id}")])
     cert = (
         _builder(name, name, key.public_key(), now, validity)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
@@ -211,4 +214,4 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 def split_pems(bundle: bytes) -> tuple[bytes, ...]:
     """The certificates of a PEM bundle, one PEM each, in order."""
     parts = bundle.split(PEM_END)
-    return tuple(part.strip() + PEM_END + b"\n" for part in parts if part.strip())
+    return tuple(part.strip() + b"\n" + PEM_END + b"\n" for part in parts if part.strip())

@@ -51,6 +51,7 @@ class SecretKeeper:
     tls: ServingTLS
     metrics: InjectorMetrics
     interval: float = 60.0
+    ca_propagation: float = 2.0
     now: Callable[[], datetime] = _utc_now
     ca_published: bool = False
 
@@ -82,7 +83,10 @@ class SecretKeeper:
                         ", ".join(self.policy.hosts))
             material = fresh
         assert material is not None
-        await self._publish_ca(material.ca_bundle)
+        if await self._publish_ca(material.ca_bundle):
+            # The API server learns of the new bundle through its informer: give it a moment before
+            # serving a certificate that may be signed by a CA only the new bundle holds.
+            await asyncio.sleep(self.ca_propagation)
         self.tls.load(material.cert, material.key)
         due = (certificates.next_check(material, self.policy, self.now()) - self.now()).total_seconds()
         return min(self.interval, max(due, 0.5))
@@ -128,8 +132,9 @@ class SecretKeeper:
             raise
         return True
 
-    async def _publish_ca(self, bundle: bytes) -> None:
-        """Every webhook of our configuration trusts `bundle` (a JSON patch per webhook that differs)."""
+    async def _publish_ca(self, bundle: bytes) -> bool:
+        """Every webhook of our configuration trusts `bundle` (a JSON patch per webhook that differs);
+        True if it changed anything."""
         wanted = base64.b64encode(bundle).decode()
         path = f"{WEBHOOKS_PATH}/{self.webhook_configuration}"
         try:
@@ -146,6 +151,7 @@ class SecretKeeper:
             self.metrics.certificate_errors.labels("publish ca bundle").inc()
             raise
         self.ca_published = True
+        return bool(patch)
 
 
 @dataclass
