@@ -74,6 +74,7 @@ class ProxyMetrics:
         ProcessCollector(registry=self.registry)  # process_resident_memory_bytes, open fds, CPU seconds
         self.spenders: dict[Spender, SpenderTotals] = {}  # bounded like the labels
         self.flags: Tally[str] = Tally()
+        self.decisions: Tally[tuple[str, str, str]] = Tally()  # (cost center, developer, decision)
         self.latency: dict[str, tuple[Histogram, Histogram]] = {}  # by endpoint: upstream, added
         self.registry.register(RequestCollector(self))
         self.spend_sink_errors = Counter("spendgate_spend_sink_errors", "Spend records the spend sink failed on.",
@@ -137,6 +138,10 @@ class ProxyMetrics:
     def flagged(self, flags: Iterable[str]) -> None:
         self.flags.update(flags)
 
+    def decided(self, cost_center: str, developer: str, decision: str) -> None:
+        """An enforcement decision that changed the request: `downgrade`, `pause` or `refuse`."""
+        self.decisions[(cost_center, developer, decision)] += 1
+
     def observe_latency(self, endpoint: str, upstream: float | None, added: float | None) -> None:
         histograms = self.latency.get(endpoint)
         if histograms is None:
@@ -169,7 +174,12 @@ class RequestCollector(Collector):
                                     "unknown_model, ...).", labels=["flag"])
         for flag, count in sorted(self._metrics.flags.items()):
             flags.add_metric([flag], count)
-        yield from (requests, cost, tokens, flags)
+        decisions = CounterMetricFamily("spendgate_enforcement_decisions", "Requests a budget changed: downgraded "
+                                        "to a cheaper model, paused (429), or refused (e.g. a missing repository "
+                                        "tag).", labels=["cost_center", "developer", "decision"])
+        for labels, count in sorted(self._metrics.decisions.items()):
+            decisions.add_metric(list(labels), count)
+        yield from (requests, cost, tokens, flags, decisions)
         yield from self._histograms()
 
     def _histograms(self) -> Iterator[Metric]:

@@ -28,7 +28,7 @@ from time import perf_counter
 from typing import Any, Protocol
 
 from spendgate.logic.pricing import Charge, PriceBook, PriceSource, Tokens
-from spendgate.proxy.admission import Endpoint, Estimate, Forward, Reject, Reroute
+from spendgate.proxy.admission import Decision, Endpoint, Estimate, Forward, Reject, Reroute
 from spendgate.proxy.attribution import Attribution
 from spendgate.proxy.errors import new_request_id
 from spendgate.proxy.exchange import (
@@ -171,6 +171,9 @@ class Settler:
         spender = (identity.cost_center if identity else "", identity.developer if identity else "",
                    _model_label(exchange, charge, prices))
         self._metrics.request(spender, exchange.status, charge)
+        decision = _decision_label(exchange.decision, exchange.status)
+        if decision:
+            self._metrics.decided(spender[0], spender[1], decision)
         if exchange.flags:
             self._metrics.flagged(exchange.flags)
         self._metrics.observe_latency(exchange.endpoint or "unrouted", exchange.upstream_seconds,
@@ -208,3 +211,12 @@ def _model_label(exchange: Exchange, charge: Charge | None, prices: PriceBook) -
         rates = prices.rates(model, exchange.received_at.date())
         return UNKNOWN_MODEL_LABEL if rates.source is PriceSource.FALLBACK else rates.model
     return UNKNOWN_MODEL_LABEL if charge.source is PriceSource.FALLBACK else charge.model
+
+
+def _decision_label(decision: Decision, status: int) -> str | None:
+    """How enforcement changed a request, for the decisions metric; None when it was forwarded as is."""
+    if isinstance(decision, Reroute):
+        return "downgrade"
+    if isinstance(decision, Reject):
+        return "pause" if status == 429 else "refuse"
+    return None
