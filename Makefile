@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck setup control-plane claude-code bench crds kind-up
+.PHONY: run test lint typecheck setup control-plane claude-code bench crds kind-up dashboard
 
 run: setup
 	./hack/quickstart.sh
@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml
 
 control-plane:
 	./hack/build-control-plane.sh
+	./hack/third-party-crds.sh >/dev/null
 
 claude-code:
 	./hack/install-claude-code.sh
@@ -34,12 +35,16 @@ claude-code:
 lint: setup
 	$(BIN)/ruff check core operator proxy tests bench
 	$(BIN)/spendgate crds check
+	$(BIN)/hadolint Dockerfile
 
 typecheck: setup
 	$(BIN)/mypy -p spendgate -p spendgate.operator -p spendgate.proxy
 
 crds: setup
 	$(BIN)/spendgate crds generate
+
+dashboard: setup
+	$(BIN)/python hack/dashboard.py
 
 bench: setup
 	./bench/run.sh

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
+from pathlib import Path
 
 import yaml
 
@@ -12,9 +14,11 @@ CHART = REPO_ROOT / "charts" / "spendgate"
 RBAC_KINDS = frozenset({"ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"})
 
 
-def render(namespace: str, *values: str, release: str = "spendgate") -> str:
-    """`helm template` of the chart; each value is a `--set` expression."""
+def render(namespace: str, *values: str, release: str = "spendgate", files: Sequence[Path] = ()) -> str:
+    """`helm template` of the chart; each value is a `--set` expression, applied after the values files."""
     command = [str(binary_paths(["helm"])["helm"]), "template", release, str(CHART), "--namespace", namespace]
+    for path in files:
+        command += ["--values", str(path)]
     for value in values:
         command += ["--set", value]
     return subprocess.run(command, capture_output=True, text=True, check=True).stdout
