@@ -49,5 +49,5 @@ dashboard: setup
 bench: setup
 	./bench/run.sh
 
-kind-up:
+kind-up: setup
 	./hack/kind-up.sh

@@ -8,9 +8,10 @@ import json
 import secrets
 from typing import Any
 
+import yaml
 from harness import Namespaces, Release, RunningInjector, ca_bundles, create_pod, pod_manifest
 
-from cluster.controlplane import ControlPlane
+from cluster.controlplane import REPO_ROOT, ControlPlane
 from spendgate.operator.injector.patch import INJECTED
 from spendgate.operator.injector.sidecar import SIDECAR_NAME
 
@@ -126,6 +127,19 @@ def test_the_webhook_answers_json_patches_over_tls(control_plane: ControlPlane, 
     assert 'spendgate_injector_admissions_total{outcome="injected",webhook="namespace"}' in metrics
     assert 'spendgate_injector_admissions_total{outcome="bad-review",webhook="pod"} 1.0' in metrics
 
+
+def test_the_example_dev_pod_gets_the_sidecar_and_its_virtual_key(
+        control_plane: ControlPlane, injector: RunningInjector, namespaces: Namespaces) -> None:
+    example = yaml.safe_load((REPO_ROOT / "examples" / "kind" / "devpod.yaml").read_text())
+    example["metadata"]["namespace"] = namespaces.labelled
+
+    pod = create_pod(control_plane, example)
+
+    assert sidecar(pod) is not None
+    dev = env(pod["spec"]["containers"][0])
+    assert dev["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:8787"
+    assert dev["ANTHROPIC_API_KEY"] == {"secretKeyRef": {"name": "alice-devpod", "key": "key"}}
+    assert dev["DISABLE_TELEMETRY"] == "1"
 
 def test_with_the_injector_down_pods_start_without_the_sidecar(
         control_plane: ControlPlane, injector: RunningInjector, namespaces: Namespaces) -> None:

@@ -355,19 +355,21 @@ def _chunks(events: list[dict[str, Any]], size: int | None) -> list[bytes]:
     return [data[start:start + size] for start in range(0, len(data), size)]
 
 
-async def _serve(port: int) -> None:
+async def _serve(host: str, port: int) -> None:
     upstream = MockUpstream()
-    await upstream.start(port=port)
-    print(f"mock Anthropic upstream on {upstream.url} (scenarios: {', '.join(SCENARIOS)})", flush=True)
+    await upstream.start(host=host, port=port)
+    print(f"mock Anthropic upstream on http://{host}:{upstream.port} (scenarios: {', '.join(SCENARIOS)})",
+          flush=True)
     await asyncio.Event().wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="A local Anthropic-wire upstream for tests and demos.")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (in a pod: its IP)")
     parser.add_argument("--port", type=int, default=18080)
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.port))
+        asyncio.run(_serve(args.host, args.port))
 
 
 if __name__ == "__main__":
