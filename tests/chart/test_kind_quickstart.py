@@ -5,6 +5,7 @@ manifests are accepted by the real API server."""
 from __future__ import annotations
 
 import itertools
+import re
 import shlex
 import subprocess
 import uuid
@@ -58,3 +59,21 @@ def test_the_example_manifests_are_accepted(control_plane: ControlPlane) -> None
                                    stdin=yaml.safe_dump_all(documents))
 
     assert result.stdout.count("(server dry run)") == len(documents) == 3, result.stdout
+
+
+def test_the_readmes_sample_shows_the_scripts_steps_and_closing_text() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    sample = readme.split("<!-- kind-up output: begin")[1].split("<!-- kind-up output: end -->")[0]
+    script = SCRIPT.read_text()
+    shown = {"$cluster": "spendgate", "$image": "spendgate:dev", "$system": "spendgate-system",
+             "$policies": "ai-budgets", "$dev": "spendgate-dev"}
+
+    def filled(text: str) -> str:
+        for variable, value in shown.items():
+            text = text.replace(variable, value)
+        return text.replace("\\$", "$")
+
+    steps = [filled(step) for step in re.findall(r'^\s*step "(.+)"$', script, re.MULTILINE)]
+    closing = filled(script.split("cat <<TXT\n")[1].split("\nTXT")[0])
+    assert [line[4:] for line in sample.splitlines() if line.startswith("==> ")] == steps
+    assert closing in sample

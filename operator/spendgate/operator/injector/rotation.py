@@ -83,9 +83,10 @@ class SecretKeeper:
                         ", ".join(self.policy.hosts))
             material = fresh
         assert material is not None
-        if await self._publish_ca(material.ca_bundle):
+        if await self._publish_ca(material.ca_bundle) and self.tls.loaded:
             # The API server learns of the new bundle through its informer: give it a moment before
-            # serving a certificate that may be signed by a CA only the new bundle holds.
+            # serving a certificate that may be signed by a CA only the new bundle holds (at start
+            # nothing is served yet, so there is nothing to wait for).
             await asyncio.sleep(self.ca_propagation)
         self.tls.load(material.cert, material.key)
         due = (certificates.next_check(material, self.policy, self.now()) - self.now()).total_seconds()
