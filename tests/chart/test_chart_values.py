@@ -161,3 +161,20 @@ def test_every_pod_runs_non_root_read_only_with_requests_and_limits() -> None:
             assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
             assert security["capabilities"]["drop"] == ["ALL"]
             assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+
+
+def test_an_autoscaled_gateway_leaves_replicas_to_the_hpa_and_spreads_over_zones() -> None:
+    documents = [doc for doc in yaml.safe_load_all(render("sg", files=[FULL])) if doc]
+    gateway = next(doc for doc in documents if doc["kind"] == "Deployment"
+                   and doc["metadata"]["name"] == "spendgate-gateway")
+    autoscaler = next(doc for doc in documents if doc["kind"] == "HorizontalPodAutoscaler")
+    budgets = {doc["metadata"]["name"]: doc["spec"] for doc in documents if doc["kind"] == "PodDisruptionBudget"}
+
+    assert "replicas" not in gateway["spec"]
+    assert autoscaler["spec"]["scaleTargetRef"]["name"] == "spendgate-gateway"
+    assert (autoscaler["spec"]["minReplicas"], autoscaler["spec"]["maxReplicas"]) == (3, 20)
+    spread = gateway["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert [(c["topologyKey"], c["whenUnsatisfiable"]) for c in spread] == [
+        ("topology.kubernetes.io/zone", "DoNotSchedule")]
+    assert budgets["spendgate-gateway"]["maxUnavailable"] == "25%"
+    assert set(budgets) == {"spendgate-gateway", "spendgate-injector", "spendgate-operator"}
