@@ -77,6 +77,7 @@ def test_the_schema_describes_every_value_and_refuses_unknown_ones() -> None:
     ("operator.bundleNamespaces={Team_A}", "at '/operator/bundleNamespaces/0'"),
     ("gateway.resources.limits=null", "at '/gateway/resources'"),
     ("operator.resources.requests.memory=lots", "at '/operator/resources/requests/memory'"),
+    ("admission.validationActions={Block}", "at '/admission/validationActions/0'"),
 ])
 def test_a_bad_value_fails_helm_template_with_a_message_naming_it(value: str, message: str) -> None:
     result = helm("template", "sg", str(CHART), "--set", value)
@@ -106,7 +107,7 @@ def test_helm_lint_is_clean(values: list[str]) -> None:
 def names(control_plane: ControlPlane) -> Iterator[dict[str, str]]:
     suffix = uuid.uuid4().hex[:6]
     created = {"release": f"sg-{suffix}", "policies": f"budgets-{suffix}", "team_a": f"team-a-{suffix}",
-               "team_b": f"team-b-{suffix}"}
+               "team_b": f"team-b-{suffix}", "argocd": f"argocd-{suffix}"}
     for namespace in created.values():
         control_plane.kubectl("create", "namespace", namespace)
     yield created
@@ -124,7 +125,8 @@ def test_everything_rendered_is_accepted_by_the_api_server(control_plane: Contro
                                                            full: bool) -> None:
     install_third_party_crds(control_plane)
     overrides = (f"operator.policyNamespaces={{{names['policies']}}}",
-                 f"operator.bundleNamespaces={{{names['team_a']},{names['team_b']}}}") if full else ()
+                 f"operator.bundleNamespaces={{{names['team_a']},{names['team_b']}}}",
+                 f"argocd.namespace={names['argocd']}") if full else ()
     rendered = [doc for doc in yaml.safe_load_all(render(names["release"], *overrides, release=names["release"],
                                                          files=[FULL] if full else [])) if doc]
     crds = [doc for doc in rendered if doc["kind"] == "CustomResourceDefinition"]  # Helm's hooks, first
@@ -142,7 +144,8 @@ def test_everything_rendered_is_accepted_by_the_api_server(control_plane: Contro
     expected = {"Deployment", "Service", "PodDisruptionBudget", "ClusterRole", "RoleBinding"}
     if full:
         expected |= {"HorizontalPodAutoscaler", "MutatingWebhookConfiguration", "ServiceMonitor",
-                     "PrometheusRule", "Certificate", "ConfigMap", "KopfPeering"}
+                     "PrometheusRule", "Certificate", "ConfigMap", "KopfPeering", "ValidatingAdmissionPolicy",
+                     "ValidatingAdmissionPolicyBinding", "PolicyWriters"}
     assert expected <= kinds, expected - kinds
 
 
