@@ -5,6 +5,7 @@ would grow memory or step around a repository budget."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import httpx
@@ -66,6 +67,15 @@ async def test_oversized_headers_are_refused(start_gateway: StartGateway) -> Non
     gateway = await start_gateway(client=FAST)
     answer = await raw_exchange(gateway, b"GET /v1/models HTTP/1.1\r\nhost: x\r\nx-pad: " + b"a" * 70_000)
     assert status_and_body(answer)[0] == 431
+
+
+async def test_a_large_body_sent_with_its_headers_in_one_write_is_no_header_overflow(gateway: Running,
+                                                                                   keys: Keys) -> None:
+    body = json.dumps(message_request(system="x" * 400_000)).encode()
+    head = (f"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: {keys.alice}\r\ncontent-type: application/json"
+            f"\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+    answer = await raw_exchange(gateway, head + body)
+    assert answer.startswith(b"HTTP/1.1 200")
 
 
 async def test_malformed_http_gets_an_anthropic_shaped_400(gateway: Running) -> None:

@@ -72,11 +72,11 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._awaiting_headers:
             self._header_bytes += len(data)
-            if self._header_bytes > MAX_HEADER_BYTES:
-                self._refuse(431, "invalid_request_error", f"request headers exceed {MAX_HEADER_BYTES} bytes",
-                             "header_size")
-                return
         super().data_received(data)
+        # Judged after the parser had the bytes: a chunk may carry the headers' end and a large body.
+        if self._awaiting_headers and self._header_bytes > MAX_HEADER_BYTES:
+            self._refuse(431, "invalid_request_error", f"request headers exceed {MAX_HEADER_BYTES} bytes",
+                         "header_size")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
