@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import kubernetes
+import urllib3
 from aiohttp import web
 
 from cluster.controlplane import ControlPlane, free_loopback_ports, tail
@@ -137,8 +138,8 @@ class BundleMirror:
         self._thread.join(10)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(kubernetes.client.ApiException, OSError):
+        while not self._stop.is_set():  # the API server may be away (outage tests): the kubelet waits too
+            with contextlib.suppress(kubernetes.client.ApiException, urllib3.exceptions.HTTPError, OSError):
                 self.sync()
             self._stop.wait(self._interval)
 
@@ -227,15 +228,14 @@ class Process:
 
 @dataclass
 class ProxyProcess:
-    """`spendgate proxy` in cluster mode: bundle from the mirrored directory, spend reported to the API."""
+    """`spendgate proxy` in cluster mode, as the docs run it: bundle from the mirrored directory; it
+    reports where the ConfigMap's report-namespace key says and follows its budgets' namespaces."""
 
     name: str
     workdir: Path
     bundle: Path
     upstream: str
     kubeconfig: Path
-    report_namespace: str
-    policy_namespaces: tuple[str, ...]
     extra: tuple[str, ...] = ()
     port: int = 0
     admin_port: int = 0
@@ -266,8 +266,6 @@ class ProxyProcess:
             "proxy", "--bundle", str(self.bundle), "--upstream", self.upstream,
             "--port", str(self.port), "--admin-port", str(self.admin_port),
             "--ledger", str(self.ledger_path), "--state-dir", str(self.state_dir),
-            "--report-namespace", self.report_namespace,
-            *(arg for ns in self.policy_namespaces for arg in ("--policy-namespace", ns)),
             "--proxy-name", self.name, "--kubeconfig", str(self.kubeconfig), *self.extra)
         self.starts += 1
         self.process = Process(self.name, command, self.workdir / f"proxy-{self.starts}.log",
@@ -481,7 +479,7 @@ class Fleet:
     def add_proxy(self, name: str, extra: tuple[str, ...] = ()) -> ProxyProcess:
         assert self.mirror is not None
         proxy = ProxyProcess(name, self.workdir / name, self.mirror.directory, self.upstream_url,
-                             self.control_plane.kubeconfig, self.namespace, (self.policy_namespace,), extra)
+                             self.control_plane.kubeconfig, extra)
         self.proxies.append(proxy)
         return proxy
 

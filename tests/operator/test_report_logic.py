@@ -99,3 +99,29 @@ def test_only_silent_reports_with_nothing_in_a_current_window_are_deletable() ->
     }
 
     assert deletable_reports(reports, {"t/x": budget}, NOW, timedelta(days=1)) == ["ns/closed", "ns/deleted-budget"]
+
+
+def test_a_report_is_due_when_something_changed_or_the_heartbeat_is() -> None:
+    state = ReportState("proxy-a")
+    heartbeat = timedelta(seconds=15)
+    assert state.due(NOW, heartbeat)  # nothing reported yet: say we are here
+    assert not state.due(NOW, None)  # without a heartbeat, only changes are reported
+
+    state.accepted(state.next_report(NOW))
+    assert not state.due(NOW + timedelta(seconds=14), heartbeat)
+    assert state.due(NOW + timedelta(seconds=15), heartbeat)
+    state.add("t/x", "w1", Decimal("0.01"))
+    assert state.due(NOW + timedelta(seconds=1), heartbeat)
+
+
+def test_the_last_report_says_stopped_and_a_restart_says_running_again() -> None:
+    state = ReportState("proxy-a")
+    state.accepted(state.next_report(NOW))
+    state.stop()
+
+    last = state.next_report(NOW)
+    assert state.changed and last.stopped
+
+    restarted = ReportState("proxy-a")
+    restarted.resume(last)
+    assert restarted.changed and not restarted.next_report(NOW).stopped

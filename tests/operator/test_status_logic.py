@@ -9,6 +9,7 @@ from spendgate.api import v1alpha1 as api
 from spendgate.operator.budgetstatus import BudgetInputs, budget_status, next_change
 from spendgate.operator.conditions import ready_condition, set_condition
 from spendgate.operator.policystatus import BudgetSummary, cost_center_statuses, routing_policy_status
+from spendgate.operator.reporting import reporters
 from spendgate.operator.spendindex import SpendIndex
 from spendgate.policy.errors import PolicyError
 
@@ -36,7 +37,8 @@ def reports(*entries: tuple[str, str, str]) -> SpendIndex:
 
 def status_of(spend: SpendIndex, previous: api.BudgetStatus | None = None, now: datetime = NOW,
               errors: tuple[PolicyError, ...] = (), budget: api.Budget | None = None) -> api.BudgetStatus:
-    inputs = BudgetInputs(budget or make_budget(), errors, previous or api.BudgetStatus(), now, TIMEOUT)
+    known = reporters(spend.reports(), now, timedelta(seconds=60))
+    inputs = BudgetInputs(budget or make_budget(), errors, previous or api.BudgetStatus(), now, TIMEOUT, known)
     return budget_status(inputs, spend)
 
 

@@ -5,13 +5,17 @@ and their bundle ConfigMap. Credentials come from the same kubeconfig or in-clus
 account that kopf logs in with (kubernetes.config resolves them, including token refresh).
 Errors surface as KubeError with the API's status code; nothing here retries, callers decide
 (a 409 Conflict usually means "wait for the watch to bring the newer object").
+
+Nothing waits forever on a hung API server: every request has a deadline, and a watch that hears
+nothing (no event, no bookmark, no end of its server-side timeout) for WATCH_SILENCE seconds is a
+stalled connection and fails with a TimeoutError, so the caller notices and reconnects.
 """
 
 from __future__ import annotations
 
 import json
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +29,14 @@ from spendgate.api.v1alpha1 import GROUP, VERSION
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
-REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=30)
-WATCH_SECONDS = 300  # the server ends a watch after this; we then resume from the last version
-WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=WATCH_SECONDS + 30)
+REQUEST_SECONDS = 30.0
+# The server ends a watch after WATCH_SECONDS (a bookmark first); we then resume from the last version.
+# So a healthy watch hears something at least that often, and one silent for WATCH_SILENCE has stalled.
+WATCH_SECONDS = 60
+WATCH_SILENCE = WATCH_SECONDS + 15
+WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=WATCH_SILENCE)
 LISTED = "LISTED"  # watch(): a full listing, which replaces whatever the caller knew
+Contact = Callable[[], None]  # told whenever the API server answers a watch (listing, event, bookmark)
 
 
 class KubeError(Exception):
@@ -86,8 +94,12 @@ class _Cursor:
 
 
 class Kube:
-    def __init__(self, configuration: kubernetes.client.Configuration) -> None:
+    def __init__(self, configuration: kubernetes.client.Configuration, request_seconds: float = REQUEST_SECONDS,
+                 heard: Contact | None = None) -> None:
+        """`heard` is told whenever the API server answers any watch of this client."""
         self.configuration = configuration
+        self._timeout = aiohttp.ClientTimeout(total=request_seconds)
+        self._heard = heard or _nobody
         self._session: aiohttp.ClientSession | None = None
 
     async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
@@ -105,22 +117,29 @@ class Kube:
             result: dict[str, Any] = json.loads(text) if text else {}
             return result
 
-    async def watch(self, path: str, query: dict[str, str] | None = None
+    async def watch(self, path: str, query: dict[str, str] | None = None, contact: Contact | None = None
                     ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         """List, then follow: yields (LISTED, all objects) and then (ADDED|MODIFIED|DELETED, [object]).
 
         When the server says the resource version is too old (410 Gone), it lists again, so a
-        caller that replaces its state on LISTED never misses a deletion.
+        caller that replaces its state on LISTED never misses a deletion. `contact` is called
+        whenever the server answers, bookmarks included: how a caller tells quiet from stalled.
         """
+        def heard() -> None:
+            self._heard()
+            if contact is not None:
+                contact()
+
         while True:
             listing = await self.request("GET", path, query=query)
+            heard()
             cursor = _Cursor(str(listing["metadata"]["resourceVersion"]))
             yield LISTED, list(listing.get("items") or [])
             while cursor.version:
-                async for event in self._follow(path, query or {}, cursor):
+                async for event in self._follow(path, query or {}, cursor, heard):
                     yield event
 
-    async def _follow(self, path: str, query: dict[str, str], cursor: _Cursor
+    async def _follow(self, path: str, query: dict[str, str], cursor: _Cursor, heard: Contact
                       ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         """One watch request, event by event; leaves the cursor empty when only a new list will do."""
         params = {**query, "watch": "1", "resourceVersion": cursor.version, "allowWatchBookmarks": "true",
@@ -133,7 +152,9 @@ class Kube:
                                       timeout=WATCH_TIMEOUT) as response:
             if response.status >= 400:
                 raise _error(response.status, await response.text())
+            heard()
             async for line in response.content:
+                heard()
                 event = json.loads(line)
                 kind, item = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
@@ -151,7 +172,7 @@ class Kube:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=16)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=REQUEST_TIMEOUT)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
     def _ssl_context(self) -> ssl.SSLContext | bool:
@@ -164,6 +185,10 @@ class Kube:
         if configuration.cert_file and configuration.key_file:
             context.load_cert_chain(configuration.cert_file, configuration.key_file)
         return context
+
+
+def _nobody() -> None:
+    pass
 
 
 def _error(status: int, text: str) -> KubeError:

@@ -7,7 +7,9 @@ The protocol (docs/operator.md has the long form):
   it still keeps. Values never go down, so a repeated report changes nothing.
 - Every write raises `spec.sequence` by one and is a JSON patch whose first operation tests the
   previous sequence: a delayed, retried or reordered write fails instead of overwriting a newer one.
-- A proxy writes at most once a second, and only when something changed.
+- A proxy writes at most once a second when something changed, and at least once per heartbeat
+  (15 s) regardless, so the operator can tell a quiet proxy from a gone one; its last report
+  before a clean shutdown says `stopped`.
 - On start, the proxy reads its SpendReport and continues from its sequence and values (its local
   journal covers whatever it had not reported yet; per entry the larger value wins).
 - It drops an entry once the entry's window has ended and the final value has been reported.
@@ -16,7 +18,7 @@ The protocol (docs/operator.md has the long form):
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from spendgate.adapters.kube import JSON_PATCH, Kube, KubeError, custom_path
@@ -50,9 +52,9 @@ class SpendReporter:
             raise
         self.state.resume(api.SpendReportSpec.model_validate(found["spec"]))
 
-    async def report(self, now: datetime) -> bool:
-        """Write the next report if anything changed; True when a report was accepted."""
-        if not self.state.changed:
+    async def report(self, now: datetime, heartbeat: timedelta | None = None) -> bool:
+        """Write the next report if anything changed (or the heartbeat is due); True when one was accepted."""
+        if not self.state.due(now, heartbeat):
             return False
         report = self.state.next_report(now)
         await (self.send(self.state.sequence, report) if self.state.exists else self._create(report))

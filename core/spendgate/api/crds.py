@@ -54,7 +54,7 @@ KINDS = [
         columns=[
             Column("Code", ".spec.code"),
             Column("Parent", ".spec.parent"),
-            Column("Spent", ".status.spentUSD", description="Spend of this window, all budgets below."),
+            Column("Spent", ".status.spentUSDRounded", description="Spend of this window, all budgets below"),
             Column("Budgets", ".status.budgets", "integer"),
             READY,
             AGE,
@@ -68,7 +68,7 @@ KINDS = [
             Column("CostCenter", ".spec.costCenter"),
             Column("Scope", ".status.scope"),
             Column("Limit", ".spec.limitUSD", description="USD per window"),
-            Column("Spent", ".status.spentUSD", description="USD spent in this window"),
+            Column("Spent", ".status.spentUSDRounded", description="USD spent in this window, to the cent"),
             Column("Used", ".status.percentUsed"),
             Column("State", ".status.state"),
             Column("Resets", ".status.windowEnd", description="When this window ends"),

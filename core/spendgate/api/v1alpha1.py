@@ -184,6 +184,7 @@ class CostCenterStatus(_Status):
     observedGeneration: int = 0
     conditions: list[Condition] = Field(default_factory=list)
     spentUSD: UsdAmount | None = Field(default=None, description="This window's spend of all budgets below.")
+    spentUSDRounded: UsdAmount | None = Field(default=None, description="spentUSD to the cent, for kubectl get.")
     budgets: int = Field(default=0, ge=0, description="Budgets of this cost center and its children.")
     children: list[str] = Field(default_factory=list)
     provenance: Provenance | None = None
@@ -292,7 +293,8 @@ class BudgetStatus(_Status):
     observedGeneration: int = 0
     conditions: list[Condition] = Field(default_factory=list)
     scope: str | None = Field(default=None, description="The scope in one word, for kubectl get.")
-    spentUSD: UsdAmount | None = None
+    spentUSD: UsdAmount | None = Field(default=None, description="This window's spend, exact.")
+    spentUSDRounded: UsdAmount | None = Field(default=None, description="spentUSD to the cent, for kubectl get.")
     remainingUSD: str | None = Field(default=None, description="May be negative once over the limit.")
     percentUsed: str | None = Field(default=None, description='e.g. "42.5%"')
     state: BudgetState | None = None
@@ -380,6 +382,8 @@ class SpendReportSpec(_Spec):
     entries: list[SpendEntry] = Field(default_factory=list, max_length=10000)
     sequence: int = Field(default=0, ge=0, description="Increases with every report the proxy sends.")
     reportedAt: str | None = None
+    stopped: bool = Field(default=False, description="The proxy's last report before it shut down cleanly: "
+                                                     "its silence from then on is expected.")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ spendgate.adapters.reporter writes it to the API.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from spendgate.api import v1alpha1 as api
@@ -25,7 +25,9 @@ class ReportState:
         self.exists = False  # whether the SpendReport object exists in the API
         self._totals: dict[Charge, Totals] = {}
         self._dirty = False
+        self._stopping = False
         self.reported: dict[Charge, Decimal] = {}  # what the SpendReport in the API says
+        self.reported_at: datetime | None = None  # when the last accepted report was written
 
     def add(self, budget: str, window: str, spent: Decimal, requests: int = 1) -> None:
         total = self._totals.setdefault((budget, window), Totals(Decimal(0), 0))
@@ -48,6 +50,7 @@ class ReportState:
         """Continue from what the API holds: its sequence, and per entry the larger total."""
         self.sequence, self.exists = spec.sequence, True
         self.reported = reported_values(spec)
+        self._dirty |= spec.stopped  # a previous life of this proxy said it stopped: say it runs again
         for entry in spec.entries:
             known = self._totals.get((entry.budget, entry.window))
             reported = Totals(Decimal(entry.spentUSD), entry.requests)
@@ -62,19 +65,30 @@ class ReportState:
         self._dirty |= len(kept) != len(self._totals)
         self._totals = kept
 
+    def stop(self) -> None:
+        """The next report is the last: it says the proxy stopped, so its silence is expected."""
+        self._stopping = self._dirty = True
+
     @property
     def changed(self) -> bool:
         return self._dirty
+
+    def due(self, now: datetime, heartbeat: timedelta | None) -> bool:
+        """Whether to write: something changed, or (with a heartbeat) the last report is that old."""
+        if self._dirty:
+            return True
+        return heartbeat is not None and (self.reported_at is None or now - self.reported_at >= heartbeat)
 
     def next_report(self, now: datetime) -> api.SpendReportSpec:
         entries = [api.SpendEntry(budget=budget, window=window, spentUSD=exact(total.spent), requests=total.requests)
                    for (budget, window), total in sorted(self._totals.items())]
         return api.SpendReportSpec(proxy=self.proxy, entries=entries, sequence=self.sequence + 1,
-                                   reportedAt=rfc3339(now))
+                                   reportedAt=rfc3339(now), stopped=self._stopping)
 
     def accepted(self, report: api.SpendReportSpec) -> None:
         self.sequence, self.exists, self._dirty = report.sequence, True, False
         self.reported = reported_values(report)
+        self.reported_at = datetime.fromisoformat(report.reportedAt) if report.reportedAt else None
 
 
 def reported_values(report: api.SpendReportSpec) -> dict[Charge, Decimal]:

@@ -1,7 +1,9 @@
 """The policy bundle as a ConfigMap: the operator writes it (one per target namespace, same content
 everywhere); the proxies read it, from a mounted volume or through the API.
 
-The document is the canonical JSON of spendgate.policy.bundle, under the key `bundle.json`. A
+The document is the canonical JSON of spendgate.policy.bundle, under the key `bundle.json`; the key
+`report-namespace` names the namespace the operator folds SpendReports from, so a proxy reading the
+ConfigMap (a sidecar's copy included) knows where to report without a flag that could disagree. A
 ConfigMap holds at most 1 MiB, so a bundle larger than MAX_DATA_BYTES is stored gzip-compressed
 under `binaryData["bundle.json.gz"]` instead (measured: 1,000 budgets, 50 cost centers and 1,000
 keys make 490 KB of JSON, 56 KB compressed; the compressed form reaches the limit at roughly ten
@@ -22,6 +24,7 @@ from spendgate.policy.bundle import BundleError, SignedBundle, dumps
 NAME = "spendgate-bundle"
 PLAIN_KEY = "bundle.json"
 GZIP_KEY = "bundle.json.gz"  # when the plain form would not fit in a ConfigMap
+REPORT_NAMESPACE_KEY = "report-namespace"
 HASH_ANNOTATION = "spendgate.io/content-hash"
 VERSION_ANNOTATION = "spendgate.io/bundle-version"
 LABELS = {
@@ -39,7 +42,7 @@ class BundleTooLarge(ValueError):
     pass
 
 
-def render(signed: SignedBundle, namespace: str) -> dict[str, Any]:
+def render(signed: SignedBundle, namespace: str, report_namespace: str | None = None) -> dict[str, Any]:
     """The ConfigMap manifest for one namespace. Raises BundleTooLarge if even gzip does not fit."""
     document = dumps(signed)
     manifest: dict[str, Any] = {
@@ -52,14 +55,17 @@ def render(signed: SignedBundle, namespace: str) -> dict[str, Any]:
             "annotations": {HASH_ANNOTATION: signed.contentHash, VERSION_ANNOTATION: signed.version},
         },
     }
+    where = {REPORT_NAMESPACE_KEY: report_namespace} if report_namespace else {}
     if len(document) <= MAX_DATA_BYTES:
-        manifest["data"] = {PLAIN_KEY: document.decode()}
+        manifest["data"] = {PLAIN_KEY: document.decode(), **where}
         return manifest
     compressed = gzip.compress(document, compresslevel=9, mtime=0)  # mtime=0: same bundle, same bytes
     if len(compressed) > MAX_DATA_BYTES:
         raise BundleTooLarge(f"the bundle is {len(document)} bytes, {len(compressed)} compressed; a ConfigMap "
                              f"holds {MAX_DATA_BYTES} here: split the policies across clusters or drop members")
     manifest["binaryData"] = {GZIP_KEY: base64.b64encode(compressed).decode()}
+    if where:
+        manifest["data"] = where
     return manifest
 
 
@@ -96,6 +102,10 @@ def gunzip(data: bytes, limit: int) -> bytes:
     if not inflater.eof:
         raise BundleError("the compressed bundle is truncated (the gzip stream ends early)")
     return out
+
+
+def report_namespace(configmap: Mapping[str, Any]) -> str | None:
+    return (configmap.get("data") or {}).get(REPORT_NAMESPACE_KEY)
 
 
 def content_hash(configmap: Mapping[str, Any]) -> str | None:

@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from spendgate.api import v1alpha1 as api
-from spendgate.logic.spend import exact, format_percent, state_for
+from spendgate.logic.spend import exact, format_percent, state_for, to_cents
 from spendgate.logic.windows import UnknownTimeZone, Window, rfc3339, window_at, window_by_id
 from spendgate.operator import alerts
-from spendgate.operator.conditions import ready_condition, set_condition
+from spendgate.operator.conditions import ready_condition, set_condition, without_condition
+from spendgate.operator.reporting import REPORTING, Reporters, reporting_condition
 from spendgate.operator.spendindex import SpendIndex
 from spendgate.policy.bundle import ThresholdEntry
 from spendgate.policy.errors import PolicyError
@@ -33,15 +34,19 @@ class BudgetInputs:
     previous: api.BudgetStatus
     now: datetime
     alert_timeout: timedelta
+    reporters: Reporters
 
 
 def budget_status(inputs: BudgetInputs, spend: SpendIndex) -> api.BudgetStatus:
     budget, previous = inputs.budget, inputs.previous
     generation = budget.metadata.generation or 0
     ready = ready_condition(inputs.errors, generation, "Compiled", "in the policy bundle", inputs.now)
+    conditions = set_condition(previous.conditions, ready)
+    if inputs.errors:  # left out of the bundle, so enforced by nobody: Ready=False says so, Reporting would mislead
+        conditions = without_condition(conditions, REPORTING)
     status = api.BudgetStatus(
         observedGeneration=generation,
-        conditions=set_condition(previous.conditions, ready),
+        conditions=conditions,
         scope=scope_text(budget.spec.scope),
         history=previous.history,
         alerts=previous.alerts,
@@ -67,8 +72,12 @@ def _with_spend(status: api.BudgetStatus, inputs: BudgetInputs, window: Window, 
     if claim is not None:
         records = [*records, *alerts.claim_records(claim, inputs.now)]
     shown = {window.id, *(h.window for h in history if h.window)}
+    conditions = status.conditions if inputs.errors else set_condition(status.conditions, reporting_condition(
+        inputs.reporters, spend.reporters(ref, window.id), status.observedGeneration, inputs.now))
     return status.model_copy(update={
+        "conditions": conditions,
         "spentUSD": exact(spent),
+        "spentUSDRounded": to_cents(spent),
         "remainingUSD": exact(limit - spent),
         "percentUsed": format_percent(spent, limit),
         "state": state,

@@ -24,11 +24,18 @@ def ready_condition(errors: Sequence[PolicyError], generation: int, ok_reason: s
 
 
 def set_condition(conditions: Sequence[Condition], new: Condition) -> list[Condition]:
-    """Replace the condition of the same type; its transition time moves only when its status does."""
-    previous = next((c for c in conditions if c.type == new.type), None)
-    if previous is not None and previous.status == new.status:
+    """Replace the condition of the same type in place (a new type goes last); its transition time
+    moves only when its status does."""
+    previous = find(conditions, new.type)
+    if previous is None:
+        return [*conditions, new]
+    if previous.status == new.status:
         new = new.model_copy(update={"lastTransitionTime": previous.lastTransitionTime})
-    return [*(c for c in conditions if c.type != new.type), new]
+    return [new if c.type == new.type else c for c in conditions]
+
+
+def without_condition(conditions: Sequence[Condition], kind: str) -> list[Condition]:
+    return [c for c in conditions if c.type != kind]
 
 
 def find(conditions: Sequence[Condition], kind: str) -> Condition | None:

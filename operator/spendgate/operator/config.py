@@ -23,7 +23,8 @@ class OperatorConfig:
     context: str | None = None
     identity: str = field(default_factory=socket.gethostname)
     metrics_port: int | None = None  # None: no metrics endpoint; 0: any free port (tests)
-    liveness: str | None = None  # e.g. http://0.0.0.0:8081/healthz
+    metrics_host: str = "127.0.0.1"  # the chart passes the pod IP; never 0.0.0.0 unless asked
+    liveness: str | None = None  # e.g. http://127.0.0.1:8081/healthz
     peering: str | None = None  # a KopfPeering name enables HA; None runs standalone
     priority: int = 0
     # A Budget's status is written at most once per interval (spend folding is debounced here).
@@ -32,6 +33,9 @@ class OperatorConfig:
     write_concurrency: int = 8
     alert_backoffs: tuple[float, ...] = (1.0, 4.0, 16.0)
     alert_request_timeout: float = 10.0
+    # A proxy writes its SpendReport at least every 15 s; one silent for this long without having
+    # stopped cleanly is reported (log, metric, the Budgets' Reporting condition).
+    report_timeout: timedelta = timedelta(seconds=60)
     # A SpendReport with no current-window entry and no report for this long belongs to a gone proxy.
     stale_report_after: timedelta = timedelta(days=1)
     housekeeping_interval: timedelta = timedelta(minutes=10)

@@ -18,7 +18,7 @@ from spendgate.logic.windows import window_at
 def deletable_reports(reports: Mapping[str, api.SpendReportSpec], budgets: Mapping[str, api.Budget],
                       now: datetime, stale_after: timedelta) -> list[str]:
     return sorted(key for key, spec in reports.items()
-                  if _silent_since(spec, now - stale_after) and not _counts_now(spec, budgets, now))
+                  if _silent_since(spec, now - stale_after) and not counts_now(spec, budgets, now))
 
 
 def _silent_since(spec: api.SpendReportSpec, cutoff: datetime) -> bool:
@@ -28,7 +28,8 @@ def _silent_since(spec: api.SpendReportSpec, cutoff: datetime) -> bool:
         return False  # unreadable: keep it
 
 
-def _counts_now(spec: api.SpendReportSpec, budgets: Mapping[str, api.Budget], now: datetime) -> bool:
+def counts_now(spec: api.SpendReportSpec, budgets: Mapping[str, api.Budget], now: datetime) -> bool:
+    """Whether the report holds spend for some budget's current window."""
     for entry in spec.entries:
         budget = budgets.get(entry.budget)
         if budget is None:

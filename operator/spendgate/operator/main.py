@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import kopf
@@ -34,8 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a sidecar workload namespace that gets the bundle ConfigMap (repeatable)")
     parser.add_argument("--kubeconfig", type=Path, help="default: in-cluster, then ~/.kube/config")
     parser.add_argument("--context", help="kubeconfig context")
+    parser.add_argument("--metrics-host", default=OperatorConfig.metrics_host,
+                        help="address the metrics port listens on (default %(default)s; in a pod, its IP)")
     parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port; 0 disables")
-    parser.add_argument("--liveness", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    parser.add_argument("--liveness", metavar="URL",
+                        help="kopf's liveness endpoint, e.g. http://127.0.0.1:8081/healthz (the host is the address "
+                             "it listens on); default: none")
     parser.add_argument("--peering", help="KopfPeering name: enables HA (see docs/operator.md); default standalone")
     parser.add_argument("--priority", type=int,
                         help="peering priority, distinct per replica (default with --peering: a random one, so "
@@ -48,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
     parser.add_argument("--audit-log", default="spendgate",
                         help="the AuditLog (and prefix of its ConfigMaps) in --namespace (default: %(default)s)")
+    parser.add_argument("--report-timeout", type=float, metavar="SECONDS",
+                        default=OperatorConfig.report_timeout.total_seconds(),
+                        help="a proxy whose SpendReport was not written for this long, without a clean stop, is "
+                             "reported as silent (proxies write at least every 15 s; default %(default)s)")
     parser.add_argument("--verbose", action="store_true")
 
 
@@ -68,12 +77,14 @@ def run(args: argparse.Namespace) -> int:
         kubeconfig=args.kubeconfig,
         context=args.context,
         metrics_port=args.metrics_port or None,
+        metrics_host=args.metrics_host,
         liveness=args.liveness,
         peering=args.peering,
         priority=args.priority if args.priority is not None else replica_priority(args.peering),
         write_interval=args.write_interval,
         argocd_namespace=args.argocd_namespace or None,
         audit_log=args.audit_log,
+        report_timeout=timedelta(seconds=args.report_timeout),
     )
     try:
         return asyncio.run(serve(config))
@@ -89,7 +100,8 @@ async def serve(config: OperatorConfig, clock: Clock | None = None, stop: asynci
     kube = Kube(load_configuration(config.kubeconfig, config.context))
     metrics = metrics or OperatorMetrics()
     reconciler = Reconciler(config, kube, clock or SystemClock(), metrics)
-    server = start_http_server(config.metrics_port, registry=metrics.registry) if config.metrics_port else None
+    server = (start_http_server(config.metrics_port, config.metrics_host, registry=metrics.registry)
+              if config.metrics_port else None)
     stop = stop or asyncio.Event()
     reconciling = asyncio.create_task(reconciler.run(), name="spendgate reconciler")
     watching = asyncio.create_task(kopf.operator(

@@ -42,6 +42,12 @@ class OperatorMetrics:
                            (*BUDGET_LABELS, "state"), registry=self.registry)
         self.alerts = Counter("spendgate_alerts_total", "Threshold alerts by threshold and result",
                               ("threshold", "result"), registry=self.registry)
+        # Whether the proxies' spend reports arrive (reporting.py).
+        self.reporting_proxies = Gauge("spendgate_operator_reporting_proxies", "Proxies whose SpendReport was "
+                                       "written within --report-timeout", registry=self.registry)
+        self.silent_proxies = Gauge("spendgate_operator_silent_proxies", "Proxies silent past --report-timeout "
+                                    "without a clean stop while holding spend of a current window",
+                                    registry=self.registry)
 
     @contextmanager
     def timed(self, phase: str) -> Iterator[None]:

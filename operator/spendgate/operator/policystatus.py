@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from spendgate.api import v1alpha1 as api
-from spendgate.logic.spend import exact
+from spendgate.logic.spend import exact, to_cents
 from spendgate.operator.conditions import ready_condition, set_condition
 from spendgate.policy.errors import PolicyError
 
@@ -60,7 +60,7 @@ def cost_center_statuses(
         old = previous.get(name, api.CostCenterStatus())
         statuses[name] = api.CostCenterStatus(
             observedGeneration=generation, conditions=set_condition(old.conditions, ready),
-            spentUSD=exact(spent), budgets=count, children=children[name],
+            spentUSD=exact(spent), spentUSDRounded=to_cents(spent), budgets=count, children=children[name],
         )
     return statuses
 

@@ -17,16 +17,18 @@ ATTEMPTS = 3  # a 409 means someone else wrote in between: read again, then repl
 
 
 class BundlePublisher:
-    def __init__(self, kube: Kube, namespaces: Sequence[str], metrics: OperatorMetrics) -> None:
+    def __init__(self, kube: Kube, namespaces: Sequence[str], report_namespace: str, metrics: OperatorMetrics
+                 ) -> None:
         self._kube = kube
         self.namespaces = tuple(dict.fromkeys(namespaces))
+        self._report_namespace = report_namespace  # written beside the bundle: where proxies report
         self._metrics = metrics
         self._written: dict[str, str] = {}  # namespace -> content hash known to be there
 
     async def publish(self, signed: SignedBundle) -> bool:
         """True when every namespace holds this bundle; False if some write must be retried."""
         try:
-            manifests = {ns: bundlemap.render(signed, ns) for ns in self.namespaces}
+            manifests = {ns: bundlemap.render(signed, ns, self._report_namespace) for ns in self.namespaces}
         except bundlemap.BundleTooLarge as error:
             logger.error("bundle %s not published: %s", signed.version, error)
             self._metrics.bundle_errors.labels("TooLarge").inc()
@@ -58,7 +60,8 @@ class BundlePublisher:
             if error.status != 404:
                 raise
             return await self._create(namespace, manifest)
-        if bundlemap.content_hash(existing) == content_hash:
+        if (bundlemap.content_hash(existing), bundlemap.report_namespace(existing)) == (
+                content_hash, self._report_namespace):
             return True
         metadata = {**manifest["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]}
         return await self._written_or_conflict("PUT", path, {**manifest, "metadata": metadata}, "replaced")

@@ -37,13 +37,14 @@ from spendgate.operator.clock import Clock
 from spendgate.operator.conditions import ready_condition, set_condition
 from spendgate.operator.config import OperatorConfig
 from spendgate.operator.deliver import Notifier
-from spendgate.operator.housekeeping import deletable_reports
+from spendgate.operator.housekeeping import counts_now, deletable_reports
 from spendgate.operator.metrics import OperatorMetrics
 from spendgate.operator.notify import AlertMessage
 from spendgate.operator.policystatus import BudgetSummary, cost_center_statuses, routing_policy_status
 from spendgate.operator.provenance import ProvenanceTracker
 from spendgate.operator.publisher import BundlePublisher
 from spendgate.operator.recorder import EventRecorder
+from spendgate.operator.reporting import Reporters, reporters
 from spendgate.operator.transitions import EventNote, budget_events, ready_events
 from spendgate.operator.world import (
     BUDGET,
@@ -82,7 +83,7 @@ class Reconciler:
         self._clock = clock
         self._metrics = metrics
         self._notifier = Notifier(kube, config.alert_backoffs, config.alert_request_timeout)
-        self._publisher = BundlePublisher(kube, config.bundle_targets, metrics)
+        self._publisher = BundlePublisher(kube, config.bundle_targets, config.namespace, metrics)
         self._recorder = EventRecorder(kube, config.identity, clock)
         self._provenance = ProvenanceTracker(kube, config.argocd_namespace)
         self._audit = AuditTrail(AuditLogWriter(kube, config.namespace, config.audit_log, config.audit_segment_bytes),
@@ -102,6 +103,10 @@ class Reconciler:
         self._next_housekeeping: datetime | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._writes = asyncio.Semaphore(config.write_concurrency)
+        self._reporters = reporters({}, clock.now(), config.report_timeout)
+        self._reporters_due = True
+        self._warned_no_reporter = False
+        self._warned_silent: set[str] = set()
 
     # -- fed by kopf's event handlers ----------------------------------------------------------
 
@@ -114,6 +119,9 @@ class Reconciler:
         else:
             change = self.world.observe(kind, body)
         self._mark(change)
+        if kind == SPEND_REPORT:  # a heartbeat or a report: who reports may have changed
+            self._reporters_due = True
+            self._wake.set()
 
     def _mark(self, change: Change) -> None:
         self._policy_dirty |= change.policy
@@ -168,6 +176,9 @@ class Reconciler:
         records, changed = await self._provenance.records(now)
         await self._audit.append(records, now)
         self._dirty |= changed
+        changes_at = self._reporters.changes_at
+        if self._reporters_due or (changes_at is not None and now >= changes_at):
+            self._refresh_reporters(now)
         if self._policy_dirty and monotonic() >= self._policy_retry_at:
             with self._metrics.timed("compile"):
                 await self._compile_and_publish(now)
@@ -191,6 +202,8 @@ class Reconciler:
             waits.append(self._rollup_after - mono)
         if self._policy_dirty:
             waits.append(self._policy_retry_at - mono)
+        if self._reporters.changes_at is not None:
+            waits.append((self._reporters.changes_at - now).total_seconds())
         with suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, min(waits)))
 
@@ -234,6 +247,42 @@ class Reconciler:
                 for secret_namespace in namespaces:
                     reference = {"apiVersion": "v1", "kind": SECRET, "namespace": secret_namespace, "name": name}
                     await self._recorder.record(reference, EventNote("Warning", error.reason, error.message))
+
+    # -- who reports -------------------------------------------------------------------------
+
+    def _refresh_reporters(self, now: datetime) -> None:
+        """Which proxies report; when that changes, every Budget's Reporting condition is due again."""
+        self._reporters_due = False
+        reports = self.world.spend.reports()
+        known = reporters(reports, now, self.config.report_timeout)
+        budgets = {key: b for key, b in self.world.valid(BUDGET).items() if isinstance(b, api.Budget)}
+        silent = {key for key in known.silent if counts_now(reports[key], budgets, now)}
+        if known.summary != self._reporters.summary:
+            self._dirty |= {(BUDGET, key) for key in self.world.objects[BUDGET]}
+        self._log_reporting(known, silent, bool(budgets))
+        self._reporters = known
+        self._metrics.reporting_proxies.set(len(known.fresh))
+        self._metrics.silent_proxies.set(len(silent))
+
+    def _log_reporting(self, known: Reporters, silent: set[str], any_budget: bool) -> None:
+        """Once per change: no proxy reports at all, or one went silent while its spend counts."""
+        seconds = int(known.timeout.total_seconds())
+        if not known.fresh and any_budget and not self._warned_no_reporter:
+            logger.warning("no proxy has reported spend in the last %ds: Budgets are enforced by no reporting proxy "
+                           "(proxies report to the namespace in the bundle ConfigMap's report-namespace key, %s)",
+                           seconds, self.config.namespace)
+            self._warned_no_reporter = True
+        elif known.fresh and self._warned_no_reporter:
+            logger.info("spend reports arrive again, from %d proxies", len(known.fresh))
+            self._warned_no_reporter = False
+        for key in sorted(silent - self._warned_silent):
+            gone = known.silent[key]
+            logger.warning("proxy %s (SpendReport %s) has not reported since %s (over %ds) and did not stop cleanly: "
+                           "the spend it served since is missing from Budget status until it reports again",
+                           gone.proxy, key, gone.reported_at, seconds)
+        for key in sorted(self._warned_silent - silent):
+            logger.info("SpendReport %s reports again, stopped, or no longer counts in a current window", key)
+        self._warned_silent = silent
 
     # -- statuses ------------------------------------------------------------------------------
 
@@ -284,7 +333,7 @@ class Reconciler:
         if not isinstance(seen.parsed, api.Budget):
             await self._write_status(seen, previous, _invalid(previous, seen, now), [])
             return
-        inputs = BudgetInputs(seen.parsed, self._errors_of(seen), previous, now, self._alert_timeout)
+        inputs = BudgetInputs(seen.parsed, self._errors_of(seen), previous, now, self._alert_timeout, self._reporters)
         status = budget_status(inputs, self.world.spend)
         self._metrics.budget(seen.parsed, status)
         self._track_recheck(key, status)

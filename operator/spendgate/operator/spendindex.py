@@ -46,16 +46,20 @@ class SpendIndex:
         return changed | self._rechoose_winners()
 
     def fold(self, budget: str, window: str) -> FoldedSpend:
-        keys = self._by_budget.get(budget, {}).get(window, set()) & self._winners
+        keys = self.reporters(budget, window)
         return fold_entries(self._reports[key].entries[(budget, window)] for key in sorted(keys))
 
     def windows(self, budget: str) -> set[str]:
         """Window ids that some proxy reported spend under for this budget."""
         return {window for window, keys in self._by_budget.get(budget, {}).items() if keys}
 
+    def reporters(self, budget: str, window: str) -> set[ReportKey]:
+        """The reports that count for this budget and window."""
+        return self._by_budget.get(budget, {}).get(window, set()) & self._winners
+
     def last_report(self, budget: str, window: str) -> str | None:
         """The newest reportedAt among the reports that count for this budget and window."""
-        keys = self._by_budget.get(budget, {}).get(window, set()) & self._winners
+        keys = self.reporters(budget, window)
         times = [t for t in (self._reports[key].spec.reportedAt for key in keys) if t]
         return max(times, default=None)
 

@@ -1,7 +1,13 @@
 """`spendgate proxy`: run the gateway.
 
 Standalone (no cluster):  spendgate proxy --policies DIR [--keys-file F] --upstream URL --port N --admin-port M
-Cluster (a ConfigMap):    spendgate proxy --bundle /etc/spendgate/bundle.json --port N --admin-port M
+Cluster (a ConfigMap):    spendgate proxy --bundle-configmap NS/spendgate-bundle --port N --admin-port M
+                          spendgate proxy --bundle /etc/spendgate/bundle --port N --admin-port M  (mounted)
+
+In a cluster the proxy always reports its spend and follows the fleet's: it reports to the namespace
+the operator names in the bundle ConfigMap (or --report-namespace), and follows the Budgets of the
+namespaces its bundle's budgets live in. Without a report namespace it refuses to start: a proxy
+that enforces without reporting pauses on its own spend only, and Budget.status stays at $0.
 
 The upstream key comes from --upstream-key-file (a mounted Secret) or the ANTHROPIC_API_KEY
 environment variable; it is read once and lives only in memory. These flag names are an interface
@@ -25,14 +31,18 @@ from spendgate.adapters.journal import SpendJournal
 from spendgate.adapters.kube import Kube, load_configuration
 from spendgate.logic.tracker import SpendTracker
 from spendgate.logic.windows import utc_now
-from spendgate.policy.bundle import BundleError
+from spendgate.policy import bundlemap
+from spendgate.policy.bundle import Bundle, BundleError
 from spendgate.proxy.bundles import BundleFile, BundleSource, ConfigMapBundle, PolicyDirectory
 from spendgate.proxy.enforce import BudgetAdmission, prune_forever
 from spendgate.proxy.guard import ClientLimits
 from spendgate.proxy.ledger import STDOUT
-from spendgate.proxy.live import LiveSpend, retrying
+from spendgate.proxy.live import REQUEST_SECONDS, LiveSpend, Outage, retrying
+from spendgate.proxy.metrics import ControlPlaneCollector
 from spendgate.proxy.recovery import settle_interrupted
 from spendgate.proxy.server import MIB, Proxy, Settings
+
+logger = logging.getLogger("spendgate.proxy")
 
 UPSTREAM_KEY_ENV = "ANTHROPIC_API_KEY"
 STATE_DIR_ENV = "SPENDGATE_STATE_DIR"
@@ -94,11 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              help="where the spend journal lives (default: $SPENDGATE_STATE_DIR, else "
                                   "~/.local/state/spendgate/PORT); it survives restarts, SIGKILL included")
     enforcement.add_argument("--report-namespace", metavar="NS",
-                             help="cluster: report spend in this namespace's SpendReports (the operator's) and "
-                                  "enforce on the fleet's spend; without it the proxy enforces on its own journal")
-    enforcement.add_argument("--policy-namespace", action="append", default=[], metavar="NS",
-                             help="cluster: a namespace whose Budgets' status to follow (repeatable; "
-                                  "default: the report namespace)")
+                             help="cluster: where to write this proxy's SpendReport (the operator's namespace); "
+                                  "default: what the bundle ConfigMap's report-namespace key says")
     enforcement.add_argument("--proxy-name", default=os.environ.get("POD_NAME") or socket.gethostname(),
                              help="this proxy's SpendReport name (default: $POD_NAME, else the host name)")
     enforcement.add_argument("--kubeconfig", type=Path, help="cluster: default in-cluster, then ~/.kube/config")
@@ -121,12 +128,16 @@ def read_upstream_key(key_file: Path | None) -> str:
     return key
 
 
+def configmap_name(args: argparse.Namespace) -> tuple[str, str]:
+    namespace, _, name = args.bundle_configmap.partition("/")
+    if not namespace or not name:
+        raise ConfigError(f"--bundle-configmap wants NAMESPACE/NAME, not {args.bundle_configmap!r}")
+    return namespace, name
+
+
 def source_from(args: argparse.Namespace) -> BundleSource:
     if args.bundle_configmap is not None:
-        namespace, _, name = args.bundle_configmap.partition("/")
-        if not namespace or not name:
-            raise ConfigError(f"--bundle-configmap wants NAMESPACE/NAME, not {args.bundle_configmap!r}")
-        return ConfigMapBundle(kube_configuration(args), namespace, name)
+        return ConfigMapBundle(kube_configuration(args), *configmap_name(args))
     if args.bundle is not None:
         return BundleFile(args.bundle)
     return PolicyDirectory(args.policies, args.keys_file or args.policies / "keys.json")
@@ -169,8 +180,45 @@ def state_dir(args: argparse.Namespace) -> Path:
     return Path.home() / ".local" / "state" / "spendgate" / str(args.port)
 
 
+def report_namespace(args: argparse.Namespace) -> tuple[str, str]:
+    """Where a proxy in cluster mode reports its spend, and who says so. Refuses to guess."""
+    if args.report_namespace:
+        return args.report_namespace, "--report-namespace"
+    if args.bundle_configmap is not None:
+        namespace, name = configmap_name(args)
+        where = f"ConfigMap {namespace}/{name}"
+        found = _configmap_report_namespace(kube_configuration(args), namespace, name)
+    else:
+        key_file = (args.bundle if args.bundle.is_dir() else args.bundle.parent) / bundlemap.REPORT_NAMESPACE_KEY
+        where = str(key_file)
+        found = key_file.read_text().strip() if key_file.is_file() else None
+    if not found:
+        raise ConfigError(f"cluster mode reports spend, and {where} does not say where (the operator writes its "
+                          f"{bundlemap.REPORT_NAMESPACE_KEY} key): pass --report-namespace NS, the operator's "
+                          f"namespace")
+    return found, where
+
+
+def _configmap_report_namespace(configuration: kubernetes.client.Configuration, namespace: str, name: str
+                                ) -> str | None:
+    api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
+    try:
+        found = api.read_namespaced_config_map(name, namespace)
+    except (kubernetes.client.ApiException, OSError) as error:
+        raise ConfigError(f"cannot read ConfigMap {namespace}/{name}: {getattr(error, 'reason', error)}") from None
+    return bundlemap.report_namespace({"data": found.data})
+
+
+def budget_namespaces(bundle: Bundle) -> frozenset[str]:
+    """The namespaces of the bundle's budgets (ids are namespace/name): the Budgets to follow."""
+    return frozenset(budget.id.partition("/")[0] for budget in bundle.budgets)
+
+
 def build(args: argparse.Namespace) -> Proxy:
     """The proxy with budget enforcement, its journal, and (in a cluster) the live spend loop."""
+    if args.policies is not None and args.report_namespace:
+        raise ConfigError("--report-namespace is for cluster mode (--bundle or --bundle-configmap); "
+                          "with --policies the journal is the spend store")
     try:
         journal = SpendJournal(state_dir(args) / JOURNAL_NAME)
     except OSError as error:
@@ -180,18 +228,34 @@ def build(args: argparse.Namespace) -> Proxy:
     settings = settings_from(args)
     proxy = Proxy(settings, admission=budgets, spend_sink=budgets)
     settle_interrupted(journal, tracker, proxy.ledger)  # before serving: a killed predecessor's requests
-    if isinstance(settings.source, ConfigMapBundle):
-        follow = partial(settings.source.follow, Kube(kube_configuration(args)))
-        proxy.companions.append(partial(retrying, "watch the bundle ConfigMap", follow, forever=True))
-    live = None
-    if args.report_namespace:
-        kube = Kube(kube_configuration(args))
-        namespaces = tuple(args.policy_namespace) or (args.report_namespace,)
-        live = LiveSpend(kube, tracker, args.report_namespace, args.proxy_name, namespaces, utc_now)
-        proxy.companions.append(live.run)
-        proxy.finalizers.append(live.final_report)
+    live = None if args.policies is not None else live_loop(args, proxy, tracker)
     proxy.companions.append(partial(prune_forever, tracker, lambda: proxy.bundles.current.signed.bundle, live))
     return proxy
+
+
+def live_loop(args: argparse.Namespace, proxy: Proxy, tracker: SpendTracker) -> LiveSpend:
+    """Cluster mode: report spend, follow the fleet's, keep the bundle ConfigMap watched."""
+    namespace, said_by = report_namespace(args)
+    configuration = kube_configuration(args)
+    outage = Outage()
+    if isinstance(proxy.settings.source, ConfigMapBundle):
+        watching = "watch the bundle ConfigMap"
+        kube = Kube(configuration, REQUEST_SECONDS, heard=partial(outage.answered, watching))
+        proxy.companions.append(partial(retrying, watching, partial(proxy.settings.source.follow, kube), outage,
+                                        forever=True))
+
+    def following() -> frozenset[str]:
+        return budget_namespaces(proxy.bundles.current.signed.bundle)
+
+    live = LiveSpend(Kube(configuration, REQUEST_SECONDS), tracker, namespace, args.proxy_name, following, utc_now,
+                     outage)
+    proxy.companions.append(live.run)
+    proxy.finalizers.append(live.final_report)
+    proxy.metrics.registry.register(ControlPlaneCollector(live.ages))
+    logger.info("cluster mode: reporting spend as SpendReport %s/%s (namespace from %s) to %s; following the "
+                "Budgets of %s (the namespaces of the bundle's budgets)", namespace, args.proxy_name, said_by,
+                configuration.host, ", ".join(sorted(following())) or "no namespace yet")
+    return live
 
 
 def run(args: argparse.Namespace) -> int:

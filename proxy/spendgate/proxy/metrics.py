@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from spendgate.logic.pricing import Charge
@@ -191,3 +191,27 @@ class RequestCollector(Collector):
             upstream.add_metric([endpoint], upstream_histogram.cumulative(), upstream_histogram.total)
             added.add_metric([endpoint], added_histogram.cumulative(), added_histogram.total)
         yield from (upstream, added)
+
+
+# Cluster mode: how recently the API server took part (live.py) ------------------------------
+
+Ages = Callable[[], tuple[float, Mapping[str, float]]]  # report age, and each Budget watch's by namespace
+
+
+class ControlPlaneCollector(Collector):
+    """The live loop's ages, read at scrape time: they grow while the API server is away.
+    A report is written at least every 15 s, and a healthy watch hears the API server at least once
+    a minute (events, bookmarks, or the end of its server-side timeout)."""
+
+    def __init__(self, ages: Ages) -> None:
+        self._ages = ages
+
+    def collect(self) -> Iterator[Metric]:
+        report_age, watch_ages = self._ages()
+        yield GaugeMetricFamily("spendgate_spend_report_age_seconds", "Seconds since the API server accepted this "
+                                "proxy's last SpendReport.", value=report_age)
+        watches = GaugeMetricFamily("spendgate_budget_watch_age_seconds", "Seconds since the watch of the Budgets "
+                                    "in a namespace last heard from the API server.", labels=["namespace"])
+        for namespace, age in sorted(watch_ages.items()):
+            watches.add_metric([namespace], age)
+        yield watches
