@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -23,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from subprocess import CompletedProcess
@@ -167,8 +168,22 @@ class ManagedProcess:
     def __init__(self, name: str, command: Sequence[str], log_path: Path) -> None:
         self.name = name
         self.log_path = log_path
+        self.command = list(command)
         self._log: IO[bytes] = log_path.open("wb")
-        self._popen = subprocess.Popen(
+        self._popen = self._spawn()
+
+    def restart(self) -> None:
+        """Start it again after stop(), with the same command; the log goes on."""
+        self._log = self.log_path.open("ab")
+        self._popen = self._spawn()
+
+    def signal(self, number: signal.Signals) -> None:
+        """E.g. SIGSTOP and SIGCONT: the process hangs, then carries on (only this PID)."""
+        self._popen.send_signal(number)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        command = self.command
+        return subprocess.Popen(
             # setpriv (util-linux) execs the command with a parent-death signal: if the test run is
             # killed before teardown, the kernel kills the process instead of leaving it on its ports.
             # KILL, because kube-apiserver takes ~10 s to shut down gracefully once etcd is gone.
@@ -189,6 +204,7 @@ class ManagedProcess:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it has not exited within the grace period; only this PID."""
         if self._popen.poll() is None:
+            self._popen.send_signal(signal.SIGCONT)  # a paused process cannot act on SIGTERM
             self._popen.terminate()
             try:
                 self._popen.wait(timeout=STOP_GRACE_SECONDS)
@@ -239,6 +255,7 @@ class ControlPlane:
         write_kubeconfig(self.kubeconfig, self.server, self._credentials)
         self.installed_crds: tuple[str, ...] = ()
         self._processes: list[ManagedProcess] = []
+        self._ready: dict[str, Callable[[], bool]] = {}  # by component: how to tell it serves
 
     @classmethod
     def start(cls, crds_dir: Path = CRDS_DIR, timeout: float = 60.0) -> ControlPlane:
@@ -305,7 +322,8 @@ class ControlPlane:
             # Test data is disposable; fsync dominates etcd's write latency (etcd >= 3.5).
             "--unsafe-no-fsync=true",
         ])  # fmt: skip
-        wait_until(lambda: answers_ok(f"{client_url}/health"), etcd, timeout)
+        self._ready["etcd"] = lambda: answers_ok(f"{client_url}/health")
+        wait_until(self._ready["etcd"], etcd, timeout)
 
     def _start_apiserver(self, binary: Path, timeout: float) -> None:
         credentials = self._credentials
@@ -330,7 +348,8 @@ class ControlPlane:
         ])  # fmt: skip
         context = ssl.create_default_context(cafile=str(credentials.ca_cert))
         ready = f"{self.server}/readyz"
-        wait_until(lambda: answers_ok(ready, context, self.token), apiserver, timeout)
+        self._ready["kube-apiserver"] = lambda: answers_ok(ready, context, self.token)
+        wait_until(self._ready["kube-apiserver"], apiserver, timeout)
 
     def _install_crds(self, crds_dir: Path, timeout: float) -> None:
         """Applies every manifest in crds_dir and waits until the API server serves each CRD."""
@@ -346,6 +365,34 @@ class ControlPlane:
         if not self.audit_log.exists():
             return []
         return [json.loads(line) for line in self.audit_log.read_text().splitlines() if line.strip()]
+
+    # outages, for the tests of what the proxies and the operator do meanwhile ---------------------
+
+    @contextlib.contextmanager
+    def down(self, component: str, timeout: float = 60.0) -> Iterator[None]:
+        """`component` (kube-apiserver or etcd) stopped (SIGTERM) for the body of the `with`, then
+        started again on the same port with the same data; the `with` ends once it serves again."""
+        process = self._process(component)
+        process.stop()
+        try:
+            yield
+        finally:
+            process.restart()
+            wait_until(self._ready[component], process, timeout)
+
+    @contextlib.contextmanager
+    def hung(self, component: str) -> Iterator[None]:
+        """`component` frozen (SIGSTOP) for the body of the `with`: it accepts connections and answers
+        nothing, as a hung process or a black-holed network does; then it carries on (SIGCONT)."""
+        process = self._process(component)
+        process.signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            process.signal(signal.SIGCONT)
+
+    def _process(self, component: str) -> ManagedProcess:
+        return next(process for process in self._processes if process.name == component)
 
     def _launch(self, name: str, command: Sequence[str]) -> ManagedProcess:
         process = ManagedProcess(name, command, self.workdir / f"{name}.log")
