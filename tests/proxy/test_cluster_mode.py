@@ -58,3 +58,11 @@ def test_the_operator_says_where_to_report_beside_the_bundle() -> None:
 
     assert bundlemap.report_namespace(manifest) == "spendgate-system"
     assert bundlemap.document(manifest) == dumps(sign(Bundle()))
+
+
+async def test_a_report_namespace_that_is_no_namespace_name_is_refused(tmp_path: Path) -> None:
+    (tmp_path / bundlemap.REPORT_NAMESPACE_KEY).write_text("Spendgate System\n")
+    code, stderr = await run_to_exit("--bundle", str(bundle_file(tmp_path / "bundle.json")))
+
+    assert code == 2 and stderr.count("\n") == 1
+    assert "names 'Spendgate System' as the namespace to report spend to, which is no namespace name" in stderr

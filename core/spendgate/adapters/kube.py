@@ -171,7 +171,10 @@ class Kube:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=16)
+            # No pool limit: each watch holds a connection for its whole life (a proxy watches every
+            # namespace of its bundle), and a capped pool would starve the reports behind them; the
+            # callers bound their own concurrency (the operator's writes, one report at a time).
+            connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=0)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 

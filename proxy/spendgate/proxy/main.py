@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import socket
 import sys
 from functools import partial
@@ -47,6 +48,7 @@ logger = logging.getLogger("spendgate.proxy")
 UPSTREAM_KEY_ENV = "ANTHROPIC_API_KEY"
 STATE_DIR_ENV = "SPENDGATE_STATE_DIR"
 JOURNAL_NAME = "spend.journal"
+NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a DNS-1123 label
 defaults = Settings(source=BundleFile(Path("bundle.json")), upstream_key="")
 
 
@@ -183,28 +185,37 @@ def state_dir(args: argparse.Namespace) -> Path:
 def report_namespace(args: argparse.Namespace) -> tuple[str, str]:
     """Where a proxy in cluster mode reports its spend, and who says so. Refuses to guess."""
     if args.report_namespace:
-        return args.report_namespace, "--report-namespace"
-    if args.bundle_configmap is not None:
+        found, where = args.report_namespace, "--report-namespace"
+    elif args.bundle_configmap is not None:
         namespace, name = configmap_name(args)
         where = f"ConfigMap {namespace}/{name}"
         found = _configmap_report_namespace(kube_configuration(args), namespace, name)
     else:
         key_file = (args.bundle if args.bundle.is_dir() else args.bundle.parent) / bundlemap.REPORT_NAMESPACE_KEY
-        where = str(key_file)
-        found = key_file.read_text().strip() if key_file.is_file() else None
+        found, where = _file_report_namespace(key_file), str(key_file)
     if not found:
         raise ConfigError(f"cluster mode reports spend, and {where} does not say where (the operator writes its "
                           f"{bundlemap.REPORT_NAMESPACE_KEY} key): pass --report-namespace NS, the operator's "
                           f"namespace")
+    if not NAMESPACE_NAME.fullmatch(found):
+        raise ConfigError(f"{where} names {found[:80]!r} as the namespace to report spend to, which is no "
+                          f"namespace name")
     return found, where
+
+
+def _file_report_namespace(key_file: Path) -> str | None:
+    try:
+        return key_file.read_text().strip() if key_file.is_file() else None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read {key_file}: {error}") from None
 
 
 def _configmap_report_namespace(configuration: kubernetes.client.Configuration, namespace: str, name: str
                                 ) -> str | None:
     api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
     try:
-        found = api.read_namespaced_config_map(name, namespace)
-    except (kubernetes.client.ApiException, OSError) as error:
+        found = api.read_namespaced_config_map(name, namespace, _request_timeout=REQUEST_SECONDS)
+    except Exception as error:  # any failure of the client (refused, unreachable, TLS, a bad answer) says the same
         raise ConfigError(f"cannot read ConfigMap {namespace}/{name}: {getattr(error, 'reason', error)}") from None
     return bundlemap.report_namespace({"data": found.data})
 
