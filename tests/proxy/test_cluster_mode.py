@@ -5,7 +5,6 @@ overshot a budget by 184% while Budget.status stayed at $0)."""
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
@@ -39,10 +38,8 @@ async def test_standalone_has_no_report_namespace(tmp_path: Path, policies: Path
 
 @pytest.mark.cluster
 async def test_a_configmap_that_does_not_say_where_to_report_is_refused(control_plane: ControlPlane,
-                                                                       tmp_path: Path) -> None:
+                                                                       namespace: str) -> None:
     """A ConfigMap made by hand (the operator always writes the key)."""
-    namespace = f"cm-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", namespace)
     handmade = bundlemap.render(sign(Bundle()), namespace)
     control_plane.kubectl("apply", "-f", "-", stdin=json.dumps(handmade))
 
