@@ -103,14 +103,20 @@ def names(session_blocks: list[Block]) -> str:
 
 
 def scratch_repository(target: Path) -> Path:
-    """A copy of the repository as a user's clone would be, sharing the suite's virtualenv. Its
-    pyproject.toml is no newer than the virtualenv's stamp, so `make run` does not reinstall."""
+    """A copy of the working tree as a user's clone would be: a Git repository whose HEAD is the
+    tree (docs use `HEAD:path`), sharing the suite's virtualenv. Its pyproject.toml is older than the
+    virtualenv's stamp, so `make run` does not reinstall (into the suite's own virtualenv)."""
     shutil.copytree(REPO_ROOT, target, ignore=LEFT_OUT, symlinks=True)
+    identity = {"GIT_AUTHOR_NAME": "docs", "GIT_AUTHOR_EMAIL": "docs@example.com", "GIT_COMMITTER_NAME": "docs",
+                "GIT_COMMITTER_EMAIL": "docs@example.com", "PATH": os.environ["PATH"], "HOME": str(target)}
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "the docs' examples"]):
+        subprocess.run(["git", *command], cwd=target, env=identity, check=True, capture_output=True)
     venv = REPO_ROOT / ".venv"
     (target / ".venv").symlink_to(venv)
     stamp = venv / ".installed"
     if stamp.exists():
-        os.utime(target / "pyproject.toml", (stamp.stat().st_atime, stamp.stat().st_mtime))
+        before = stamp.stat().st_mtime_ns - 1_000_000_000
+        os.utime(target / "pyproject.toml", ns=(before, before))
     return target
 
 

@@ -176,12 +176,12 @@ class Reconciler:
         records, changed = await self._provenance.records(now)
         await self._audit.append(records, now)
         self._dirty |= changed
-        changes_at = self._reporters.changes_at
-        if self._reporters_due or (changes_at is not None and now >= changes_at):
-            self._refresh_reporters(now)
         if self._policy_dirty and monotonic() >= self._policy_retry_at:
             with self._metrics.timed("compile"):
                 await self._compile_and_publish(now)
+        changes_at = self._reporters.changes_at
+        if self._reporters_due or (changes_at is not None and now >= changes_at):
+            self._refresh_reporters(now)
         with self._metrics.timed("status"):
             await self._refresh_statuses(now)
         if self._rollup_due and monotonic() >= self._rollup_after:
@@ -211,6 +211,7 @@ class Reconciler:
 
     async def _compile_and_publish(self, now: datetime) -> None:
         self._policy_dirty = False
+        self._reporters_due = True  # the budgets may have come or gone: whether anyone reports them matters anew
         self._compiled = {(kind, key): seen.fingerprint
                           for kind in POLICY_KINDS for key, seen in self.world.objects[kind].items()}
         objects = [obj for kind in POLICY_KINDS for obj in self.world.valid(kind).values()]
