@@ -170,5 +170,5 @@ def test_any_pod_gets_a_patch_that_applies_and_a_second_pass_adds_nothing(source
 
     assert second.patch == []
     if first.outcome == "injected":
-        assert sum(c["name"] == SIDECAR_NAME for kind in ("initContainers", "containers")
+        assert sum(c.get("name") == SIDECAR_NAME for kind in ("initContainers", "containers")
                    for c in patched["spec"].get(kind, [])) == 1

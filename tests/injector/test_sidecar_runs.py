@@ -41,8 +41,7 @@ def parse_proxy_args(args: list[str]) -> argparse.Namespace:
         raise AssertionError(f"spendgate proxy refuses {args}") from exit_
 
 
-@pytest.mark.parametrize("settings", [
-    {"bundleSource": "API"}, {"bundleSource": "Mount"}, {"policyNamespaces": ["team-a", "team-b"]}])
+@pytest.mark.parametrize("settings", [{"bundleSource": "API"}, {"bundleSource": "Mount"}])
 def test_the_sidecar_args_are_the_proxys_flags(settings: dict[str, Any]) -> None:
     sidecar = SidecarSettings(image="spendgate:dev", reportNamespace="sg", **settings)
 

@@ -25,7 +25,6 @@
     "upstream" .Values.gateway.upstream
     "upstreamKeySecret" $sidecar.upstreamKeySecret
     "reportNamespace" .Release.Namespace
-    "policyNamespaces" (prepend .Values.operator.policyNamespaces .Release.Namespace | uniq)
     "resources" $sidecar.resources
   | toPrettyJson -}}
 {{- end -}}

@@ -52,9 +52,9 @@ class SidecarSettings(Strict):
     upstream: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/\S*)?$")] = "https://api.anthropic.com"
     # The organisation's key: a Secret in each injected namespace, mounted into the sidecar only.
     upstreamKeySecret: SecretKey = SecretKey(name="anthropic-upstream-key", key="api-key")
-    # Where the proxy reports spend (the operator's namespace) and whose Budgets it follows.
+    # Where the proxy reports spend (the operator's namespace); it follows the Budgets of the
+    # namespaces its bundle's budgets live in, so no list of policy namespaces can disagree.
     reportNamespace: Namespace
-    policyNamespaces: tuple[Namespace, ...] = ()
     resources: Resources = Resources(requests={"cpu": "50m", "memory": "96Mi"}, limits={"memory": "192Mi"})
 
     @model_validator(mode="after")

@@ -55,7 +55,6 @@ def proxy_args(settings: SidecarSettings, namespace: str) -> list[str]:
         f"--admin-port={settings.adminPort}",
         f"--state-dir={STATE_DIR}",
         f"--report-namespace={settings.reportNamespace}",
-        *(f"--policy-namespace={policies}" for policies in settings.policyNamespaces),
     ]
 
 
