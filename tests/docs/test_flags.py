@@ -1,5 +1,5 @@
-"""Every flag of `spendgate proxy` and `spendgate operator` is in its docs' flag table, and the tables
-name no flag that does not exist: a flag added without docs fails here."""
+"""Every flag of `spendgate proxy`, `spendgate operator` and `spendgate injector` is in its docs' flag
+table, and the tables name no flag that does not exist: a flag added without docs fails here."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from cluster.controlplane import REPO_ROOT
 from spendgate.cli import build_parser
 
 FLAG = re.compile(r"--[a-z][a-z0-9-]*")
-DOCS = {"proxy": REPO_ROOT / "docs" / "proxy.md", "operator": REPO_ROOT / "docs" / "operator.md"}
+DOCS = {"proxy": REPO_ROOT / "docs" / "proxy.md", "operator": REPO_ROOT / "docs" / "operator.md",
+        "injector": REPO_ROOT / "docs" / "injection.md"}
 
 
 def parser_flags(command: str) -> set[str]:
