@@ -53,6 +53,8 @@ ERRORS_SHOWN: Final = 5
 # A source that keeps failing is tried again this often even when its fingerprint stays the same
 # (a transient failure: a file that vanished mid-read, an API hiccup).
 RETRY_SECONDS: Final = 10.0
+# The first read of a bundle ConfigMap, before serving: a hung API server must fail the start, not hang it.
+FIRST_READ_TIMEOUT: Final = 10.0
 
 Fingerprint = tuple[tuple[str, int, int, int], ...]
 
@@ -150,7 +152,7 @@ class ConfigMapBundle:
         """The first read, before the event loop runs (the proxy needs a bundle to start)."""
         api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(self._configuration))
         try:
-            found = api.read_namespaced_config_map(self._name, self._namespace)
+            found = api.read_namespaced_config_map(self._name, self._namespace, _request_timeout=FIRST_READ_TIMEOUT)
         except Exception as error:  # an ApiException, a connection failure: either way no bundle to start with
             raise BundleError(f"cannot read {self.describe()}: {getattr(error, 'reason', None) or error}") from None
         return {"data": found.data, "binaryData": found.binary_data}
