@@ -69,3 +69,21 @@ def test_a_missing_configmap_is_a_clear_error(control_plane: ControlPlane, names
     configuration = load_configuration(control_plane.kubeconfig, None)
     with pytest.raises(BundleError, match=f"cannot read ConfigMap {namespace}/spendgate-bundle: Not Found"):
         ConfigMapBundle(configuration, namespace, bundlemap.NAME).load()
+
+
+def test_a_hung_api_server_fails_the_first_read_instead_of_hanging_the_start() -> None:
+    """A server that accepts the connection and never answers, as a frozen API server does."""
+    import socket
+    import time
+
+    import kubernetes
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        configuration = kubernetes.client.Configuration()
+        configuration.host = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(BundleError, match="cannot read ConfigMap ns/spendgate-bundle"):
+            ConfigMapBundle(configuration, "ns", bundlemap.NAME, first_read_timeout=0.5).load()
+        assert time.monotonic() - started < 5

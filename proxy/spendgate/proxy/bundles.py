@@ -119,9 +119,11 @@ class ConfigMapBundle:
     The watch only keeps the ConfigMap as the API holds it; decoding it is `load`'s job, so a
     corrupt ConfigMap is a refused load like any other, never an exception in the watch."""
 
-    def __init__(self, configuration: kubernetes.client.Configuration, namespace: str, name: str) -> None:
+    def __init__(self, configuration: kubernetes.client.Configuration, namespace: str, name: str,
+                 first_read_timeout: float = FIRST_READ_TIMEOUT) -> None:
         self._configuration = configuration
         self._namespace, self._name = namespace, name
+        self._first_read_timeout = first_read_timeout
         self._configmap: Mapping[str, Any] | None = None  # None: not read yet
         self._deleted = False
 
@@ -152,7 +154,7 @@ class ConfigMapBundle:
         """The first read, before the event loop runs (the proxy needs a bundle to start)."""
         api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(self._configuration))
         try:
-            found = api.read_namespaced_config_map(self._name, self._namespace, _request_timeout=FIRST_READ_TIMEOUT)
+            found = api.read_namespaced_config_map(self._name, self._namespace, _request_timeout=self._first_read_timeout)
         except Exception as error:  # an ApiException, a connection failure: either way no bundle to start with
             raise BundleError(f"cannot read {self.describe()}: {getattr(error, 'reason', None) or error}") from None
         return {"data": found.data, "binaryData": found.binary_data}
