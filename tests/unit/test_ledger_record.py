@@ -12,7 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spendgate.logic.ledgerrecord import LEDGER_V1, LedgerLineError, parse_record, record_line
+from spendgate.logic.ledgerrecord import (
+    LEDGER_V1,
+    LedgerLineError,
+    _checked_record,
+    _usual_record,
+    parse_record,
+    record_line,
+)
 from spendgate.logic.pricing import Tokens
 
 LINE: dict[str, Any] = {
@@ -114,3 +121,35 @@ def test_anything_that_is_not_an_object_is_refused(value: Any) -> None:
         return
     with pytest.raises(LedgerLineError, match="a ledger line must be a JSON object"):
         parse_record(value)
+
+
+def test_lines_as_writers_write_them_take_the_quick_reading() -> None:
+    old = line(schemaVersion=LEDGER_V1)
+    del old["requestBytes"], old["exchangeId"]
+    for data in (line(), old, line(tokens=None, decision={"action": "forward", "reason": "", "model": None})):
+        quick = _usual_record(data)
+        assert quick is not None and quick == _checked_record(data)
+
+
+@given(field=st.sampled_from(sorted(LINE)), value=JSON_VALUES)
+def test_the_quick_reading_agrees_with_the_careful_one(field: str, value: Any) -> None:
+    """The one-pass reading gives the careful reader's record, or leaves the line to it (which then names the
+    field): whatever a field holds."""
+    data = line(**{field: value})
+    quick = _usual_record(data)
+    assert quick is None or quick == _checked_record(data)
+
+
+@given(part=st.sampled_from(["tokens", "decision"]), key=st.sampled_from(["input", "output", "webSearches", "action",
+                                                                         "reason", "model", "extra"]),
+       value=JSON_VALUES | st.sampled_from(["forward", "reroute", "reject", "claude-haiku-5-5", ""]))
+def test_the_quick_reading_agrees_inside_tokens_and_decision(part: str, key: str, value: Any) -> None:
+    data = line()
+    data[part][key] = value
+    quick = _usual_record(data)
+    try:
+        careful = _checked_record(data)
+    except LedgerLineError:
+        assert quick is None
+        return
+    assert quick is None or quick == careful

@@ -12,12 +12,13 @@ twice, a rotated file copied under another name) is a bad line too, never counte
 
 from __future__ import annotations
 
+import gc
 import gzip
 import re
 import sys
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final, cast
@@ -89,6 +90,25 @@ def _relative(resolved: str) -> str:
 
 def read_ledgers(paths: Iterable[str | Path], skip_bad_lines: bool = False) -> LedgerContents:
     """Every record of the given ledgers, in time order (files may be given in any order)."""
+    with _collector_paused():
+        return _read_ledgers(paths, skip_bad_lines)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Reading makes hundreds of thousands of objects that all stay alive and hold no reference cycles: the
+    cyclic garbage collector would walk them over and over as they pile up (a quarter of the time it takes
+    to read 100,000 lines) and find nothing to free."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _read_ledgers(paths: Iterable[str | Path], skip_bad_lines: bool) -> LedgerContents:
     contents = LedgerContents(files=ledger_files(paths))
     problems: list[LineProblem] = []
     seen: dict[tuple[str, object], tuple[str, int]] = {}
@@ -106,6 +126,7 @@ def read_ledgers(paths: Iterable[str | Path], skip_bad_lines: bool = False) -> L
     if problems and not skip_bad_lines:
         raise LedgerError(_failure(problems), problems)
     contents.skipped = problems
+    # In place, and each file's lines are in time order already: Timsort merges those runs in linear time.
     contents.records.sort(key=lambda record: (record.time, record.request_id))
     return contents
 

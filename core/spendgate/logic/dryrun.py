@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Final, TypeVar
+from typing import Final, NamedTuple, TypeVar
 
 from spendgate.api.v1alpha1 import BudgetState, Period
 from spendgate.logic.enforcement import Action, Caller, Decision, describe_decision, estimate_input_tokens
@@ -45,9 +45,8 @@ SHOWN_MISMATCHES: Final = 5
 K = TypeVar("K")
 
 
-@dataclass(frozen=True, slots=True)
-class Replayed:
-    """One request on one side."""
+class Replayed(NamedTuple):
+    """One request on one side (a named tuple: two are made per replayed request)."""
 
     action: Action
     model: str | None  # served; None when paused
@@ -72,6 +71,14 @@ class Impact:
     @property
     def changed(self) -> int:
         return self.newly_downgraded + self.no_longer_downgraded + self.newly_paused + self.no_longer_paused
+
+    def count(self, change: str | None, base_cost: Decimal, head_cost: Decimal) -> None:
+        """One more request: its cost on each side, and the counter its change adds to (see _change)."""
+        self.requests += 1
+        self.base_cost += base_cost
+        self.head_cost += head_cost
+        if change is not None:
+            setattr(self, change, getattr(self, change) + 1)
 
     @property
     def difference(self) -> Decimal:
@@ -178,6 +185,7 @@ class DryRun:
         self._mismatches: list[Mismatch] = []
         self._mismatch_count = 0
         self._newly_paused: set[str] = set()
+        self._callers: dict[tuple[str, str, str, str | None], Caller] = {}
 
     def feed(self, records: Iterable[LedgerRecord]) -> None:
         """Records in time order (read_ledgers sorts them)."""
@@ -192,14 +200,16 @@ class DryRun:
     def _replay(self, record: LedgerRecord) -> None:
         assert record.developer is not None and record.cost_center is not None and record.requested_model
         self._replayed += 1
-        caller = Caller(record.developer, record.cost_center, record.key_name or "", record.repo)
+        caller = self._caller(record.developer, record.cost_center, record.key_name or "", record.repo)
         size = _input_tokens(record)
-        base, base_decision = self._side(0, record, caller, size)
-        head, _ = self._side(1, record, caller, size)
+        settles_at = settle_time(record.time, record.latency_ms)
+        base, base_decision = self._side(0, record, caller, size, settles_at)
+        head, _ = self._side(1, record, caller, size, settles_at)
         self._check_recorded(record, base, base_decision)
+        change, base_cost, head_cost = _change(base, head), base.cost or ZERO, head.cost or ZERO
         for impact in (self._changes, self._developers[record.developer],
                        self._sessions[(record.developer, record.session or "(no session)")]):
-            _count(impact, base, head)
+            impact.count(change, base_cost, head_cost)
         if base.action is not Action.PAUSE and head.action is Action.PAUSE:
             self._newly_paused.add(record.developer)
         if record.tokens is not None and record.admitted:
@@ -208,7 +218,17 @@ class DryRun:
             if record.session:
                 self._last_turn[f"session:{record.session}"] = turn
 
-    def _side(self, side: int, record: LedgerRecord, caller: Caller, size: int) -> tuple[Replayed, Decision]:
+    def _caller(self, developer: str, cost_center: str, key_name: str, repository: str | None) -> Caller:
+        """One Caller per identity and repository (there are few; building one per request costs more)."""
+        identity = (developer, cost_center, key_name, repository)
+        found = self._callers.get(identity)
+        if found is None:
+            found = self._callers[identity] = Caller(*identity)
+        return found
+
+    def _side(self, side: int, record: LedgerRecord, caller: Caller, size: int, settles_at: datetime
+              ) -> tuple[Replayed, Decision]:
+        """`settles_at`: the recorded request's arrival plus its latency."""
         run, totals = self._runs[side], self._totals[side]
         assert record.requested_model is not None
         decision = run.admit(caller, record.requested_model, size, record.time)
@@ -226,7 +246,7 @@ class DryRun:
             totals.downgraded += 1
         cost, latency, estimated = self._cost(side, record, decision.model)
         if cost is not None:
-            run.charge(decision, cost, settle_time(record.time, latency))
+            run.charge(decision, cost, settle_time(record.time, latency) if estimated else settles_at)
             totals.cost += cost
             if estimated:
                 totals.estimated_cost += cost
@@ -303,20 +323,18 @@ def _input_tokens(record: LedgerRecord) -> int:
     return UNKNOWN_INPUT_TOKENS
 
 
-def _count(impact: Impact, base: Replayed, head: Replayed) -> None:
-    impact.requests += 1
-    impact.base_cost += base.cost or ZERO
-    impact.head_cost += head.cost or ZERO
+def _change(base: Replayed, head: Replayed) -> str | None:
+    """Which Impact counter a request's two sides add to, if any."""
     base_paused, head_paused = base.action is Action.PAUSE, head.action is Action.PAUSE
     if head_paused and not base_paused:
-        impact.newly_paused += 1
-    elif base_paused and not head_paused:
-        impact.no_longer_paused += 1
-    elif not head_paused and head.model != base.model:
+        return "newly_paused"
+    if base_paused and not head_paused:
+        return "no_longer_paused"
+    if not head_paused and head.model != base.model:
         if head.steps > base.steps or (head.action is Action.REROUTE and base.action is Action.FORWARD):
-            impact.newly_downgraded += 1
-        else:
-            impact.no_longer_downgraded += 1
+            return "newly_downgraded"
+        return "no_longer_downgraded"
+    return None
 
 
 def _words(action: str, model: str | None, reason: str) -> str:
