@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import copy
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from spendgate.logic import ledgerrecord
 from spendgate.logic.ledgerrecord import (
     LEDGER_V1,
     LedgerLineError,
-    _checked_record,
-    _usual_record,
+    LedgerRecord,
+    _Line,
+    parse_line,
     parse_record,
     record_line,
 )
@@ -123,33 +127,67 @@ def test_anything_that_is_not_an_object_is_refused(value: Any) -> None:
         parse_record(value)
 
 
-def test_lines_as_writers_write_them_take_the_quick_reading() -> None:
+def one_pass(raw: bytes) -> LedgerRecord | None:
+    """What parse_line's one-pass reading makes of a line (None: it leaves the line to parse_record)."""
+    try:
+        return ledgerrecord._record_of(ledgerrecord._LINE_DECODER.decode(raw))
+    except msgspec.MsgspecError:
+        return None
+
+
+def careful(raw: bytes) -> LedgerRecord | str:
+    try:
+        return parse_record(orjson.loads(raw))
+    except (orjson.JSONDecodeError, LedgerLineError) as error:
+        return f"{type(error).__name__}: {error}"
+
+
+def test_the_one_pass_reading_knows_every_field_writers_write() -> None:
+    assert {field.encode_name for field in msgspec.structs.fields(_Line)} == set(LINE)
+
+
+def test_lines_as_writers_write_them_take_the_one_pass_reading() -> None:
     old = line(schemaVersion=LEDGER_V1)
     del old["requestBytes"], old["exchangeId"]
-    for data in (line(), old, line(tokens=None, decision={"action": "forward", "reason": "", "model": None})):
-        quick = _usual_record(data)
-        assert quick is not None and quick == _checked_record(data)
+    forward = line(tokens=None, decision={"action": "forward", "reason": "", "model": None}, latencyMs=3)
+    for data in (line(), old, forward, line(time="2026-11-24T10:12:03.481220+01:00", flags=["estimated"])):
+        raw = orjson.dumps(data)
+        assert one_pass(raw) is not None and one_pass(raw) == careful(raw) == parse_line(raw)
 
 
-@given(field=st.sampled_from(sorted(LINE)), value=JSON_VALUES)
-def test_the_quick_reading_agrees_with_the_careful_one(field: str, value: Any) -> None:
-    """The one-pass reading gives the careful reader's record, or leaves the line to it (which then names the
-    field): whatever a field holds."""
-    data = line(**{field: value})
-    quick = _usual_record(data)
-    assert quick is None or quick == _checked_record(data)
+def agree(raw: bytes) -> None:
+    """parse_line gives what the careful reading gives: the same record, or the same error."""
+    quick, expected = one_pass(raw), careful(raw)
+    assert quick is None or quick == expected
+    try:
+        assert parse_line(raw) == expected
+    except (orjson.JSONDecodeError, LedgerLineError) as error:
+        assert f"{type(error).__name__}: {error}" == expected
+
+
+BIG = st.sampled_from([2**63, 2**64 - 1, 2**64, 2**70, -1, -(2**64), 1.0, 0.5, 1e300])
+
+
+@given(field=st.sampled_from(sorted(LINE)), value=JSON_VALUES | BIG)
+def test_the_one_pass_reading_agrees_with_the_careful_one(field: str, value: Any) -> None:
+    """Whatever a field holds (numbers past what orjson keeps as integers too), the one-pass reading gives the
+    careful reader's record or leaves the line to it."""
+    agree(json.dumps(line(**{field: value})).encode())
 
 
 @given(part=st.sampled_from(["tokens", "decision"]), key=st.sampled_from(["input", "output", "webSearches", "action",
                                                                          "reason", "model", "extra"]),
-       value=JSON_VALUES | st.sampled_from(["forward", "reroute", "reject", "claude-haiku-5-5", ""]))
-def test_the_quick_reading_agrees_inside_tokens_and_decision(part: str, key: str, value: Any) -> None:
+       value=JSON_VALUES | BIG | st.sampled_from(["forward", "reroute", "reject", "claude-haiku-5-5", ""]))
+def test_the_one_pass_reading_agrees_inside_tokens_and_decision(part: str, key: str, value: Any) -> None:
     data = line()
     data[part][key] = value
-    quick = _usual_record(data)
-    try:
-        careful = _checked_record(data)
-    except LedgerLineError:
-        assert quick is None
-        return
-    assert quick is None or quick == careful
+    agree(json.dumps(data).encode())
+
+
+@given(at=st.integers(min_value=0), noise=st.sampled_from([b" ", b"\n", b"\xef\xbb\xbf", b",", b"}", b"\"",
+                                                          b',"developer":"mallory"', b',"costUSD":"9"', b"\x00"]))
+def test_the_one_pass_reading_agrees_on_damaged_bytes(at: int, noise: bytes) -> None:
+    """Bytes added anywhere (a repeated key, a byte order mark, stray punctuation): still the careful answer."""
+    raw = orjson.dumps(LINE)
+    at %= len(raw) + 1
+    agree(raw[:at] + noise + raw[at:])

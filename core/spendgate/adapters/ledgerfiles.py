@@ -25,7 +25,7 @@ from typing import IO, Final, cast
 
 import orjson
 
-from spendgate.logic.ledgerrecord import LedgerLineError, LedgerRecord, parse_record, record_line
+from spendgate.logic.ledgerrecord import LedgerLineError, LedgerRecord, parse_line, record_line
 
 STDIN: Final = "-"  # standard input to read, standard output to write
 # ledger.jsonl, ledger.jsonl.3, and either of them gzipped.
@@ -159,7 +159,7 @@ def _open(source: str) -> AbstractContextManager[IO[bytes]]:
 
 def _parse(source: str, number: int, raw: bytes) -> LedgerRecord | LineProblem:
     try:
-        return parse_record(orjson.loads(raw))
+        return parse_line(raw)
     except orjson.JSONDecodeError as error:
         return LineProblem(source, number, f"not a JSON line: {error}")
     except LedgerLineError as error:

@@ -202,9 +202,14 @@ def decide(
     if not budgets:  # nothing covers the caller: nothing to decide
         return Decision(Action.FORWARD, requested_model)
     standings = [standing(index, budget, spend, now) for budget in budgets]
-    proposals = [propose(index, s, requested_model, input_tokens) for s in standings]
-    enforced = [p for p in proposals if p.standing.enforced]
-    dry_run = [p for p in proposals if not p.standing.enforced and p.action is not Action.FORWARD]
+    enforced: list[Proposal] = []
+    dry_run: list[Proposal] = []
+    for position in standings:
+        proposal = propose(index, position, requested_model, input_tokens)
+        if position.enforced:
+            enforced.append(proposal)
+        elif proposal.action is not Action.FORWARD:
+            dry_run.append(proposal)
     deciding = _strongest(enforced)
     if deciding is None or deciding.action is Action.FORWARD:
         return Decision(Action.FORWARD, requested_model, standings, deciding, dry_run)
@@ -212,6 +217,8 @@ def decide(
 
 
 def _strongest(proposals: Sequence[Proposal]) -> Proposal | None:
+    if len(proposals) < 2:  # the usual case: one enforced budget, or none
+        return proposals[0] if proposals else None
     paused = [p for p in proposals if p.action is Action.PAUSE]
     if paused:
         return max(paused, key=lambda p: p.standing.spent / p.standing.limit)
@@ -236,7 +243,10 @@ def propose(index: BudgetIndex, standing: Standing, requested_model: str, input_
 
 
 def _first_match(rules: Sequence[RuleEntry], standing: Standing, input_tokens: int) -> RuleEntry | None:
-    return next((rule for rule in rules if _matches(rule, standing, input_tokens)), None)
+    for rule in rules:
+        if _matches(rule, standing, input_tokens):
+            return rule
+    return None
 
 
 def _matches(rule: RuleEntry, standing: Standing, input_tokens: int) -> bool:

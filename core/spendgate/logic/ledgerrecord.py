@@ -19,7 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Final, NamedTuple
+from typing import Annotated, Any, Final, NamedTuple
+
+import msgspec
+import orjson
 
 from spendgate.logic.pricing import Tokens
 from spendgate.logic.spend import exact
@@ -36,20 +39,10 @@ OUTCOMES: Final = frozenset({"ok", "upstream_error", "upstream_failed", "client_
 COST_PATTERN: Final = re.compile(r"(0|[1-9][0-9]*)(\.[0-9]+)?")
 TOKEN_FIELDS: Final = (("input", "input"), ("cacheWrite5m", "cache_write_5m"), ("cacheWrite1h", "cache_write_1h"),
                        ("cacheRead", "cache_read"), ("output", "output"), ("webSearches", "web_searches"))
-# Tag and attribution fields: a string or null (errorType last: the record has it after the status).
+# Tag and attribution fields: a string or null.
 OPTIONAL_TEXT: Final = ("endpoint", "keyName", "developer", "costCenter", "repo", "branch", "session",
                         "sessionSource", "requestClass", "agentId", "requestedModel", "servedModel", "pricedModel",
                         "priceSource", "errorType")
-MILLISECONDS: Final = ("latencyMs", "upstreamMs", "addedMs")
-# Every field of a line, by version: what the proxy writes (parse_record checks the set at once).
-V1_FIELDS: Final = frozenset({"schemaVersion", "time", "requestId", "method", "path", *OPTIONAL_TEXT, "stream",
-                              "tokens", "costUSD", "status", "outcome", *MILLISECONDS, "decision", "flags",
-                              "bundleVersion"})
-V2_FIELDS: Final = V1_FIELDS | {"requestBytes", "exchangeId"}
-TOKEN_KEYS: Final = frozenset(key for key, _ in TOKEN_FIELDS)
-DECISION_KEYS: Final = frozenset({"action", "reason", "model"})
-TEXT_OR_NULL: Final = frozenset({str, type(None)})
-NUMBER_OR_NULL: Final = frozenset({int, float, type(None)})
 
 
 class LedgerLineError(ValueError):
@@ -126,86 +119,24 @@ class LedgerRecord(NamedTuple):
         return self.decision.model if self.decision.action == "reroute" else self.requested_model
 
 
-def parse_record(data: Any) -> LedgerRecord:
-    """A decoded ledger line (a JSON object) as a record; LedgerLineError names what is wrong."""
-    return _usual_record(data) or _checked_record(data)
+def parse_line(raw: bytes) -> LedgerRecord:
+    """A ledger line as written (JSON) as a record. LedgerLineError names what is wrong; a line that is not
+    JSON raises orjson.JSONDecodeError.
 
-
-def _usual_record(data: Any) -> LedgerRecord | None:
-    """The record of a line as the proxy writes it, checked in one pass (the field set at once, then each
-    value's exact type), or None when anything is unusual: the field-by-field reader then gives the same
-    record, or the error that names the field. Most of a replay's reading time is spent here."""
-    if type(data) is not dict:
-        return None
-    version: str = data.get("schemaVersion")  # type: ignore[assignment]  # one of the two, or no match below
-    if data.keys() != (V2_FIELDS if version == LEDGER_V2 else V1_FIELDS if version == LEDGER_V1 else None):
-        return None
-    texts = [data[name] for name in OPTIONAL_TEXT]
-    (endpoint, key_name, developer, cost_center, repo, branch, session, session_source, request_class, agent_id,
-     requested_model, served_model, priced_model, price_source, error_type) = texts
-    request_id, method, path, bundle_version = data["requestId"], data["method"], data["path"], data["bundleVersion"]
-    status, outcome, cost, flags = data["status"], data["outcome"], data["costUSD"], data["flags"]
-    latency, upstream, added = data["latencyMs"], data["upstreamMs"], data["addedMs"]
-    request_bytes, exchange_id = data.get("requestBytes"), data.get("exchangeId")
-    if ({type(text) for text in texts} - TEXT_OR_NULL
-            or type(request_id) is not str or type(method) is not str or type(path) is not str
-            or not (request_id and method and path) or type(bundle_version) is not str
-            or type(data["stream"]) is not bool or type(status) is not int or status < 0
-            or type(outcome) is not str or outcome not in OUTCOMES
-            or type(cost) is not str or COST_PATTERN.fullmatch(cost) is None
-            or type(flags) is not list or (flags and {type(flag) for flag in flags} != {str})
-            or not (request_bytes is None or (type(request_bytes) is int and request_bytes >= 0))
-            or not (exchange_id is None or type(exchange_id) is str)
-            or {type(value) for value in (latency, upstream, added)} - NUMBER_OR_NULL
-            or (latency or 0) < 0 or (upstream or 0) < 0 or (added or 0) < 0):
-        return None
-    usage = data["tokens"]
-    tokens = _usual_tokens(usage) if usage is not None else None
-    decision, time = _usual_decision(data["decision"]), _usual_time(data)
-    if (tokens is None and usage is not None) or decision is None or time is None:
-        return None
-    return LedgerRecord(version, time, request_id, method, path, endpoint, key_name, developer, cost_center, repo,
-                        branch, session, session_source, request_class, agent_id, requested_model, served_model,
-                        priced_model, price_source, data["stream"], tokens, Decimal(cost), status, outcome, error_type,
-                        latency, upstream, added, decision, tuple(flags), bundle_version, request_bytes, exchange_id)
-
-
-def _usual_tokens(value: Any) -> Tokens | None:
-    if type(value) is not dict or value.keys() != TOKEN_KEYS:
-        return None
-    counts = [value["input"], value["cacheWrite5m"], value["cacheWrite1h"], value["cacheRead"], value["output"],
-              value["webSearches"]]
-    if {type(count) for count in counts} != {int} or min(counts) < 0:
-        return None
-    return Tokens(*counts)
-
-
-def _usual_decision(value: Any) -> LedgerDecision | None:
-    if type(value) is not dict or value.keys() != DECISION_KEYS:
-        return None
-    action, reason, model = value["action"], value["reason"], value["model"]
-    if action == "forward" and reason == "" and model is None:
-        return PLAIN_FORWARD  # most lines
-    if type(reason) is not str or type(action) is not str:
-        return None
-    if action == "reroute":
-        return LedgerDecision(action, reason, model) if type(model) is str and model else None
-    return LedgerDecision(action, reason, None) if model is None and action in ACTIONS else None
-
-
-def _usual_time(data: dict[str, Any]) -> datetime | None:
-    value = data["time"]
-    if type(value) is not str:
-        return None
+    A line as the proxy writes it is decoded and type-checked in one pass, straight into typed values
+    (msgspec, against `_Line`: every field present, no unknown one, exact JSON types, counts in range);
+    anything unusual is read again field by field by parse_record, which gives the same record or the
+    error that names the field. Most of a replay's reading time is spent here."""
     try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
+        record = _record_of(_LINE_DECODER.decode(raw))
+    except msgspec.MsgspecError:
+        record = None
+    return record or parse_record(orjson.loads(raw))
 
 
-def _checked_record(data: Any) -> LedgerRecord:
-    """Field by field, naming the first field that is wrong."""
+def parse_record(data: Any) -> LedgerRecord:
+    """A decoded ledger line (a JSON object) as a record, checked field by field; LedgerLineError names
+    the first field that is wrong."""
     if not isinstance(data, dict):
         raise LedgerLineError(f"a ledger line must be a JSON object, got {_kind(data)}")
     version = data.get("schemaVersion")
@@ -274,6 +205,113 @@ def record_line(record: LedgerRecord) -> dict[str, Any]:
         line["requestBytes"] = record.request_bytes
         line["exchangeId"] = record.exchange_id
     return line
+
+
+# the one-pass reading ----------------------------------------------------------------------------
+
+# Counts up to 2^63 - 1 (msgspec's bound; orjson reads integers past 2^64 - 1 as floats, which parse_record
+# refuses): a larger one goes to the careful reader, which takes what orjson gives it.
+Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Milliseconds = Count | Annotated[float, msgspec.Meta(ge=0)] | None
+
+
+class _TokensLine(msgspec.Struct, forbid_unknown_fields=True, rename={name: key for key, name in TOKEN_FIELDS}):
+    input: Count
+    cache_write_5m: Count
+    cache_write_1h: Count
+    cache_read: Count
+    output: Count
+    web_searches: Count
+
+
+class _DecisionLine(msgspec.Struct, forbid_unknown_fields=True):
+    action: str
+    reason: str
+    model: str | None
+
+
+class _Line(msgspec.Struct, forbid_unknown_fields=True, rename="camel"):
+    """A line as the writers write it (record_line); the types msgspec checks while decoding."""
+
+    schema_version: str
+    time: str
+    request_id: Annotated[str, msgspec.Meta(min_length=1)]
+    method: Annotated[str, msgspec.Meta(min_length=1)]
+    path: Annotated[str, msgspec.Meta(min_length=1)]
+    endpoint: str | None
+    key_name: str | None
+    developer: str | None
+    cost_center: str | None
+    repo: str | None
+    branch: str | None
+    session: str | None
+    session_source: str | None
+    request_class: str | None
+    agent_id: str | None
+    requested_model: str | None
+    served_model: str | None
+    priced_model: str | None
+    price_source: str | None
+    stream: bool
+    tokens: _TokensLine | None
+    cost_usd: str = msgspec.field(name="costUSD")  # no default: required, like every field but the last two
+    status: Count
+    outcome: str
+    error_type: str | None
+    latency_ms: Milliseconds
+    upstream_ms: Milliseconds
+    added_ms: Milliseconds
+    decision: _DecisionLine
+    flags: list[str]
+    bundle_version: str
+    request_bytes: Count | msgspec.UnsetType | None = msgspec.UNSET  # v2 only, like exchangeId
+    exchange_id: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+_LINE_DECODER: Final = msgspec.json.Decoder(_Line)
+
+
+def _record_of(line: _Line) -> LedgerRecord | None:
+    """The record of a decoded line, or None where the careful reader must look (what msgspec's types
+    do not say: the version's fields, the time, the cost's form, the decision's rules)."""
+    version, request_bytes, exchange_id = line.schema_version, line.request_bytes, line.exchange_id
+    if version == LEDGER_V2:
+        if request_bytes is msgspec.UNSET or exchange_id is msgspec.UNSET:
+            return None
+    elif version != LEDGER_V1 or request_bytes is not msgspec.UNSET or exchange_id is not msgspec.UNSET:
+        return None
+    time, decision, usage = _usual_time(line.time), _usual_decision(line.decision), line.tokens
+    if time is None or decision is None or line.outcome not in OUTCOMES:
+        return None
+    if COST_PATTERN.fullmatch(line.cost_usd) is None:
+        return None
+    tokens = None if usage is None else Tokens(usage.input, usage.cache_write_5m, usage.cache_write_1h,
+                                                usage.cache_read, usage.output, usage.web_searches)
+    return LedgerRecord(
+        version, time, line.request_id, line.method, line.path, line.endpoint, line.key_name, line.developer,
+        line.cost_center, line.repo, line.branch, line.session, line.session_source, line.request_class,
+        line.agent_id, line.requested_model, line.served_model, line.priced_model, line.price_source, line.stream,
+        tokens, Decimal(line.cost_usd), line.status, line.outcome, line.error_type, line.latency_ms, line.upstream_ms,
+        line.added_ms, decision, tuple(line.flags), line.bundle_version,
+        None if request_bytes is msgspec.UNSET else request_bytes,
+        None if exchange_id is msgspec.UNSET else exchange_id)
+
+
+def _usual_decision(value: _DecisionLine) -> LedgerDecision | None:
+    action, reason, model = value.action, value.reason, value.model
+    if action == "forward" and not reason and model is None:
+        return PLAIN_FORWARD  # most lines
+    if action == "reroute":
+        return LedgerDecision(action, reason, model) if model else None
+    return LedgerDecision(action, reason, None) if model is None and action in ACTIONS else None
+
+
+def _usual_time(value: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
 
 
 # field readers ---------------------------------------------------------------------------------

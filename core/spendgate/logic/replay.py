@@ -76,7 +76,7 @@ class PolicyRun:
 
     def charge(self, decision: Decision, cost: Decimal, settles_at: datetime) -> None:
         """An admitted request's cost, counted against every budget that covered it when it settles."""
-        charges = tuple((s.budget.id, s.window.id) for s in decision.standings)
+        charges = tuple([(s.budget.id, s.window.id) for s in decision.standings])
         if charges:
             self._sequence += 1
             heapq.heappush(self._pending, (settles_at, self._sequence, charges, cost))
