@@ -24,7 +24,16 @@ from decimal import Decimal
 from typing import Final, NamedTuple, TypeVar
 
 from spendgate.api.v1alpha1 import BudgetState, Period
-from spendgate.logic.enforcement import Action, Caller, Decision, describe_decision, estimate_input_tokens
+from spendgate.logic.enforcement import (
+    FORWARD,
+    PAUSE,
+    REROUTE,
+    Action,
+    Caller,
+    Decision,
+    describe_decision,
+    estimate_input_tokens,
+)
 from spendgate.logic.ledgerrecord import LedgerRecord
 from spendgate.logic.pricing import PriceBook, Tokens
 from spendgate.logic.replay import (
@@ -40,7 +49,7 @@ from spendgate.policy.bundle import BudgetEntry, Bundle
 
 # A request whose size is unknown (a v1 line the gateway refused) is not small: no inputTokensBelow rule matches.
 UNKNOWN_INPUT_TOKENS: Final = 2**62
-RECORDED_ACTIONS: Final = {Action.FORWARD: "forward", Action.REROUTE: "reroute", Action.PAUSE: "reject"}
+RECORDED_ACTIONS: Final = {FORWARD: "forward", REROUTE: "reroute", PAUSE: "reject"}
 SHOWN_MISMATCHES: Final = 5
 K = TypeVar("K")
 
@@ -210,7 +219,7 @@ class DryRun:
         for impact in (self._changes, self._developers[record.developer],
                        self._sessions[(record.developer, record.session or "(no session)")]):
             impact.count(change, base_cost, head_cost)
-        if base.action is not Action.PAUSE and head.action is Action.PAUSE:
+        if base.action is not PAUSE and head.action is PAUSE:
             self._newly_paused.add(record.developer)
         if record.tokens is not None and record.admitted:
             turn = (record.tokens, record.latency_ms)
@@ -234,15 +243,15 @@ class DryRun:
         decision = run.admit(caller, record.requested_model, size, record.time)
         for proposal in decision.dry_run:
             totals.dry_run[proposal.standing.budget.id][proposal.action.value] += 1
-        deciding = decision.deciding if decision.action is not Action.FORWARD else None
+        deciding = decision.deciding if decision.action is not FORWARD else None
         budget = deciding.standing.budget.id if deciding else None
         if budget:
             totals.by_budget[budget][decision.action.value] += 1
-        if decision.action is Action.PAUSE:
+        if decision.action is PAUSE:
             totals.paused += 1
             totals.paused_developers.add(caller.developer)
-            return Replayed(Action.PAUSE, None, 0, budget, None), decision
-        if decision.action is Action.REROUTE:
+            return Replayed(PAUSE, None, 0, budget, None), decision
+        if decision.action is REROUTE:
             totals.downgraded += 1
         cost, latency, estimated = self._cost(side, record, decision.model)
         if cost is not None:
@@ -274,7 +283,7 @@ class DryRun:
 
     def _check_recorded(self, record: LedgerRecord, replayed: Replayed, decision: Decision) -> None:
         recorded = (record.decision.action, record.decision.model, record.decision.reason)
-        model = replayed.model if replayed.action is Action.REROUTE else None
+        model = replayed.model if replayed.action is REROUTE else None
         again = (RECORDED_ACTIONS[replayed.action], model, describe_decision(decision))
         if recorded == again:
             self._matches += 1
@@ -325,13 +334,13 @@ def _input_tokens(record: LedgerRecord) -> int:
 
 def _change(base: Replayed, head: Replayed) -> str | None:
     """Which Impact counter a request's two sides add to, if any."""
-    base_paused, head_paused = base.action is Action.PAUSE, head.action is Action.PAUSE
+    base_paused, head_paused = base.action is PAUSE, head.action is PAUSE
     if head_paused and not base_paused:
         return "newly_paused"
     if base_paused and not head_paused:
         return "no_longer_paused"
     if not head_paused and head.model != base.model:
-        if head.steps > base.steps or (head.action is Action.REROUTE and base.action is Action.FORWARD):
+        if head.steps > base.steps or (head.action is REROUTE and base.action is FORWARD):
             return "newly_downgraded"
         return "no_longer_downgraded"
     return None

@@ -27,7 +27,7 @@ from typing import NamedTuple, Protocol
 
 from spendgate.api.v1alpha1 import BudgetState, Enforcement, Period, ScopeKind
 from spendgate.logic.repository import normalize_repository
-from spendgate.logic.spend import Thresholds, at_least, format_percent, most_severe, to_cents
+from spendgate.logic.spend import DOWNGRADE, PAUSED, Thresholds, at_least, format_percent, most_severe, to_cents
 from spendgate.logic.windows import Window, window_at, zone
 from spendgate.policy.bundle import BudgetEntry, Bundle, CostCenterEntry, RoutingPolicyEntry, RuleEntry
 
@@ -41,6 +41,11 @@ class Action(StrEnum):
     FORWARD = "forward"
     REROUTE = "reroute"  # forward with a cheaper model
     PAUSE = "pause"  # refuse with a 429
+
+
+# Members as plain names for per-request code (see spendgate.logic.spend: enum attributes are slow to read).
+FORWARD, REROUTE, PAUSE = Action.FORWARD, Action.REROUTE, Action.PAUSE
+ENFORCE = Enforcement.ENFORCE
 
 
 class Caller(NamedTuple):
@@ -81,7 +86,7 @@ class Standing(NamedTuple):
 
     @property
     def enforced(self) -> bool:
-        return self.budget.enforcement is Enforcement.ENFORCE
+        return self.budget.enforcement is ENFORCE
 
 
 class Proposal(NamedTuple):
@@ -189,9 +194,9 @@ def standing(index: BudgetIndex, budget: BudgetEntry, spend: SpendView, now: dat
     in_flight = spend.in_flight(budget.id, window.id)
     limit, thresholds = index.limits(budget)
     state = thresholds.state(settled)
-    if in_flight and state is not BudgetState.PAUSED:  # reservations may push towards Downgrade, never Paused
+    if in_flight and state is not PAUSED:  # reservations may push towards Downgrade, never Paused
         projected = thresholds.state(settled + in_flight)
-        state = most_severe([state, BudgetState.DOWNGRADE if projected is BudgetState.PAUSED else projected])
+        state = most_severe([state, DOWNGRADE if projected is PAUSED else projected])
     return Standing(budget=budget, window=window, spent=settled, in_flight=in_flight, state=state, limit=limit)
 
 
@@ -200,7 +205,7 @@ def decide(
 ) -> Decision:
     budgets = index.budgets_for(caller)
     if not budgets:  # nothing covers the caller: nothing to decide
-        return Decision(Action.FORWARD, requested_model)
+        return Decision(FORWARD, requested_model)
     standings = [standing(index, budget, spend, now) for budget in budgets]
     enforced: list[Proposal] = []
     dry_run: list[Proposal] = []
@@ -208,37 +213,37 @@ def decide(
         proposal = propose(index, position, requested_model, input_tokens)
         if position.enforced:
             enforced.append(proposal)
-        elif proposal.action is not Action.FORWARD:
+        elif proposal.action is not FORWARD:
             dry_run.append(proposal)
     deciding = _strongest(enforced)
-    if deciding is None or deciding.action is Action.FORWARD:
-        return Decision(Action.FORWARD, requested_model, standings, deciding, dry_run)
+    if deciding is None or deciding.action is FORWARD:
+        return Decision(FORWARD, requested_model, standings, deciding, dry_run)
     return Decision(deciding.action, deciding.model, standings, deciding, dry_run)
 
 
 def _strongest(proposals: Sequence[Proposal]) -> Proposal | None:
     if len(proposals) < 2:  # the usual case: one enforced budget, or none
         return proposals[0] if proposals else None
-    paused = [p for p in proposals if p.action is Action.PAUSE]
+    paused = [p for p in proposals if p.action is PAUSE]
     if paused:
         return max(paused, key=lambda p: p.standing.spent / p.standing.limit)
     return max(proposals, key=lambda p: p.steps, default=None)
 
 
 def propose(index: BudgetIndex, standing: Standing, requested_model: str, input_tokens: int) -> Proposal:
-    if standing.state is BudgetState.PAUSED:
-        return Proposal(standing, Action.PAUSE, requested_model)
+    if standing.state is PAUSED:
+        return Proposal(standing, PAUSE, requested_model)
     cascade, rules = index.cascade_for(standing.budget)
-    if not rules and not at_least(standing.state, BudgetState.DOWNGRADE):
-        return Proposal(standing, Action.FORWARD, requested_model)  # nothing can route it: the common case
+    if not rules and not at_least(standing.state, DOWNGRADE):
+        return Proposal(standing, FORWARD, requested_model)  # nothing can route it: the common case
     position = cascade_position(cascade, requested_model)
     if position is None:  # a model the cascade cannot place is forwarded as asked
-        return Proposal(standing, Action.FORWARD, requested_model)
-    best = Proposal(standing, Action.FORWARD, requested_model)
+        return Proposal(standing, FORWARD, requested_model)
+    best = Proposal(standing, FORWARD, requested_model)
     for rule in (_first_match(rules, standing, input_tokens), _first_match(STEP_DOWN_RULES, standing, 0)):
         target = _target(rule, cascade, position) if rule else position
         if rule and target - position > best.steps:
-            best = Proposal(standing, Action.REROUTE, cascade[target], target - position, rule.name)
+            best = Proposal(standing, REROUTE, cascade[target], target - position, rule.name)
     return best
 
 
@@ -283,7 +288,7 @@ def describe_decision(decision: Decision) -> str:
     """The ledger's account of a decision (its `decision.reason`): which budget decided, and what dry
     runs would have done. A dry run compares replayed decisions to recorded ones by this text."""
     parts = []
-    if decision.deciding is not None and decision.action is not Action.FORWARD:
+    if decision.deciding is not None and decision.action is not FORWARD:
         parts.append(_describe(decision.deciding))
     parts.extend(f"dry-run {_describe(proposal)}" for proposal in decision.dry_run)
     return "; ".join(parts)
@@ -291,7 +296,7 @@ def describe_decision(decision: Decision) -> str:
 
 def _describe(proposal: Proposal) -> str:
     standing = proposal.standing
-    what = {Action.PAUSE: "pause", Action.REROUTE: f"reroute to {proposal.model}", Action.FORWARD: "forward"}
+    what = {PAUSE: "pause", REROUTE: f"reroute to {proposal.model}", FORWARD: "forward"}
     rule = f" by rule {proposal.rule}" if proposal.rule else ""
     return (f"{what[proposal.action]}{rule}: {standing.budget.id} {standing.state.value} "
             f"{format_percent(standing.spent, standing.limit)} of ${standing.budget.limitUSD}")

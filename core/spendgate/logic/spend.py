@@ -15,7 +15,10 @@ from spendgate.policy.bundle import ThresholdEntry
 
 CENT = Decimal("0.01")
 HUNDRED = Decimal(100)
-SEVERITY = {BudgetState.OK: 0, BudgetState.ALERT: 1, BudgetState.DOWNGRADE: 2, BudgetState.PAUSED: 3}
+# The states as plain names for per-request code: on Python 3.11 reading `BudgetState.PAUSED` goes through
+# the enum's metaclass (~0.15 us, several times a decision); a module global is a dictionary hit.
+OK, ALERT, DOWNGRADE, PAUSED = BudgetState.OK, BudgetState.ALERT, BudgetState.DOWNGRADE, BudgetState.PAUSED
+SEVERITY = {OK: 0, ALERT: 1, DOWNGRADE: 2, PAUSED: 3}
 
 
 def percent_used(spent: Decimal, limit: Decimal) -> Decimal:
@@ -37,12 +40,12 @@ class Thresholds:
 
     def state(self, spent: Decimal) -> BudgetState:
         if spent >= self.pause:
-            return BudgetState.PAUSED
+            return PAUSED
         if spent >= self.downgrade:
-            return BudgetState.DOWNGRADE
+            return DOWNGRADE
         if spent >= self.alert:
-            return BudgetState.ALERT
-        return BudgetState.OK
+            return ALERT
+        return OK
 
 
 def state_for(spent: Decimal, limit: Decimal, thresholds: ThresholdEntry) -> BudgetState:
