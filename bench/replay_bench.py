@@ -11,6 +11,9 @@ report shows that a faster replay still reports the same numbers.
 first N in time order. A prefix of a ledger replays exactly as the whole did up to its last request;
 the span it covers is reported (`span_days`).
 
+The machine may be shared: `cpu_median_s` (this process's CPU time) and the load average beside the wall-clock
+figures tell a slow run from a busy machine.
+
     python bench/replay_bench.py                                   # prints JSON; the README quotes it
     python bench/replay_bench.py --ledger var/bench-100k.jsonl     # keep the ledger (reused if present)
     farm-bench -n 5 -- spendgate dry-run --base examples/policies --head examples/gitops/policies \\
@@ -23,6 +26,7 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -58,7 +62,7 @@ def synthesize_exactly(base: SignedBundle, requests: int, ledger: Path) -> dict[
 
 
 def replay_once(ledger: Path, base: SignedBundle, head: SignedBundle) -> tuple[dict[str, float], str, Any]:
-    started = time.perf_counter()
+    cpu_started, started = time.process_time(), time.perf_counter()
     records = read_ledgers([ledger]).records
     read = time.perf_counter()
     replay = DryRun(base.bundle, head.bundle)
@@ -70,7 +74,7 @@ def replay_once(ledger: Path, base: SignedBundle, head: SignedBundle) -> tuple[d
     text = render(document, "json")
     rendered = time.perf_counter()
     phases = {"read": read - started, "replay": replayed - read, "render": rendered - replayed,
-              "total": rendered - started}
+              "total": rendered - started, "cpu": time.process_time() - cpu_started}
     return phases, text, report
 
 
@@ -89,7 +93,9 @@ def run(requests: int, repeats: int, ledger: Path) -> dict[str, Any]:
                                                                     / 86400, 2),
             "ledger_mib": round(ledger.stat().st_size / 2**20, 1), **made, "repeats": repeats,
             "total_median_s": round(statistics.median(p["total"] for p, _, _ in runs), 2),
-            "total_s": spread("total"), "read_s": spread("read"), "replay_s": spread("replay"),
+            "total_s": spread("total"), "cpu_median_s": round(statistics.median(p["cpu"] for p, _, _ in runs), 2),
+            "load_average": [round(load, 1) for load in os.getloadavg()],
+            "read_s": spread("read"), "replay_s": spread("replay"),
             "render_s": spread("render"), "per_request_us": {
                 phase: round(statistics.median(p[phase] for p, _, _ in runs) / report.ledger_requests * 1e6, 1)
                 for phase in ("read", "replay")},

@@ -194,7 +194,7 @@ class DryRun:
         self._mismatches: list[Mismatch] = []
         self._mismatch_count = 0
         self._newly_paused: set[str] = set()
-        self._callers: dict[tuple[str, str, str, str | None], Caller] = {}
+        self._callers: dict[tuple[str, str, str, str | None], tuple[Caller, bool]] = {}
 
     def feed(self, records: Iterable[LedgerRecord]) -> None:
         """Records in time order (read_ledgers sorts them)."""
@@ -209,11 +209,15 @@ class DryRun:
     def _replay(self, record: LedgerRecord) -> None:
         assert record.developer is not None and record.cost_center is not None and record.requested_model
         self._replayed += 1
-        caller = self._caller(record.developer, record.cost_center, record.key_name or "", record.repo)
-        size = _input_tokens(record)
-        settles_at = settle_time(record.time, record.latency_ms)
-        base, base_decision = self._side(0, record, caller, size, settles_at)
-        head, _ = self._side(1, record, caller, size, settles_at)
+        caller, covered = self._caller(record.developer, record.cost_center, record.key_name or "", record.repo)
+        if covered:
+            size, settles_at = _input_tokens(record), settle_time(record.time, record.latency_ms)
+            base, base_decision = self._side(0, record, caller, size, settles_at)
+            head, _ = self._side(1, record, caller, size, settles_at)
+        else:  # no budget covers the caller on either side: nothing to decide, both forward what was asked
+            base_decision = Decision(FORWARD, record.requested_model)
+            base, _ = self._served(0, record, FORWARD, record.requested_model, 0, None)
+            head, _ = self._served(1, record, FORWARD, record.requested_model, 0, None)
         self._check_recorded(record, base, base_decision)
         change, base_cost, head_cost = _change(base, head), base.cost or ZERO, head.cost or ZERO
         for impact in (self._changes, self._developers[record.developer],
@@ -227,12 +231,15 @@ class DryRun:
             if record.session:
                 self._last_turn[f"session:{record.session}"] = turn
 
-    def _caller(self, developer: str, cost_center: str, key_name: str, repository: str | None) -> Caller:
-        """One Caller per identity and repository (there are few; building one per request costs more)."""
+    def _caller(self, developer: str, cost_center: str, key_name: str, repository: str | None
+                ) -> tuple[Caller, bool]:
+        """The caller, and whether a budget covers it on either side: one per identity and repository (there
+        are few, and both answers depend only on the bundles)."""
         identity = (developer, cost_center, key_name, repository)
         found = self._callers.get(identity)
         if found is None:
-            found = self._callers[identity] = Caller(*identity)
+            caller = Caller(*identity)
+            found = self._callers[identity] = (caller, any(run.index.budgets_for(caller) for run in self._runs))
         return found
 
     def _side(self, side: int, record: LedgerRecord, caller: Caller, size: int, settles_at: datetime
@@ -253,17 +260,26 @@ class DryRun:
             return Replayed(PAUSE, None, 0, budget, None), decision
         if decision.action is REROUTE:
             totals.downgraded += 1
-        cost, latency, estimated = self._cost(side, record, decision.model)
+        replayed, latency = self._served(side, record, decision.action, decision.model,
+                                         deciding.steps if deciding else 0, budget)
+        if replayed.cost is not None:
+            run.charge(decision, replayed.cost, settle_time(record.time, latency) if replayed.estimated else settles_at)
+        return replayed, decision
+
+    def _served(self, side: int, record: LedgerRecord, action: Action, model: str, steps: int, budget: str | None
+                ) -> tuple[Replayed, float | None]:
+        """A request a side forwards to `model`: what it costs there (counted in the side's totals), and the
+        latency it settles after."""
+        totals = self._totals[side]
+        cost, latency, estimated = self._cost(side, record, model)
         if cost is not None:
-            run.charge(decision, cost, settle_time(record.time, latency) if estimated else settles_at)
             totals.cost += cost
             if estimated:
                 totals.estimated_cost += cost
                 totals.estimated_requests += 1
         elif not record.admitted:
             totals.unpriced_requests += 1
-        steps = deciding.steps if deciding else 0
-        return Replayed(decision.action, decision.model, steps, budget, cost, estimated), decision
+        return Replayed(action, model, steps, budget, cost, estimated), latency
 
     def _cost(self, side: int, record: LedgerRecord, model: str) -> tuple[Decimal | None, float | None, bool]:
         """(cost, latency, estimated) of the request served by `model` on a side."""

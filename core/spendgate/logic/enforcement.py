@@ -127,10 +127,12 @@ class BudgetIndex:
         # By (developer, cost center, key): from the bundle's keys, so bounded. The repository is a
         # client's tag, so repository budgets are looked up per request, never cached per tag.
         self._covering: dict[tuple[str, str, str], list[BudgetEntry]] = {}
+        self._routing: dict[str, tuple[list[str], list[RuleEntry]]] = {}
         for budget in bundle.budgets:
             self._by_scope[(budget.scope.kind, _scope_key(budget))].append(budget)
             limit = Decimal(budget.limitUSD)
             self._limits[budget.id] = (limit, Thresholds.of(limit, budget.thresholds))
+            self._routing[budget.id] = self._cascade_of(budget)
 
     def chain(self, cost_center: str) -> tuple[str, ...]:
         """The cost center and its ancestors; a request is charged to all of them."""
@@ -164,6 +166,9 @@ class BudgetIndex:
                      if (entry := self.cost_centers.get(name)) is not None and entry.requireRepositoryTag), None)
 
     def cascade_for(self, budget: BudgetEntry) -> tuple[list[str], list[RuleEntry]]:
+        return self._routing.get(budget.id) or self._cascade_of(budget)
+
+    def _cascade_of(self, budget: BudgetEntry) -> tuple[list[str], list[RuleEntry]]:
         policy = self.policies.get(budget.routingPolicy) if budget.routingPolicy else None
         if policy is None:
             return list(self.bundle.defaultCascade), []
@@ -197,7 +202,7 @@ def standing(index: BudgetIndex, budget: BudgetEntry, spend: SpendView, now: dat
     if in_flight and state is not PAUSED:  # reservations may push towards Downgrade, never Paused
         projected = thresholds.state(settled + in_flight)
         state = most_severe([state, DOWNGRADE if projected is PAUSED else projected])
-    return Standing(budget=budget, window=window, spent=settled, in_flight=in_flight, state=state, limit=limit)
+    return Standing(budget, window, settled, in_flight, state, limit)
 
 
 def decide(
