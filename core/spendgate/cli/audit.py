@@ -1,5 +1,7 @@
-"""`spendgate audit verify | export`: check the operator's tamper-evident audit log, and write the
-evidence an auditor asks for per policy change. Exit status 1 when the chain does not verify."""
+"""`spendgate audit verify | export | approvals`: check the operator's tamper-evident audit log, write the
+evidence an auditor asks for per policy change, and turn GitHub's review records of a merged pull request
+into the approvals entry that evidence joins by revision. Exit status 1 when the chain does not verify, or
+when a merged pull request had no approval of its last push."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any
 from spendgate.adapters.auditlog import DEFAULT_LOG, AuditLogError, StoredLog, read_cluster_log, read_file_log
 from spendgate.cli import output
 from spendgate.cli.common import OPERATOR_NAMESPACE, Commands, UsageError, command, group, kubernetes_arguments
-from spendgate.logic import audit
+from spendgate.logic import approvals, audit
 from spendgate.logic.audit import Checkpoint, Verification
 
 REPORT_COLUMNS = ("time", "object", "change", "revision", "via", "approvers", "pullRequest", "digestAfter",
@@ -122,6 +124,34 @@ def _approvals(path: Path | None) -> dict[str, dict[str, Any]]:
                          f"{type(error).__name__}: {error}") from error
 
 
+def _record_approvals(args: argparse.Namespace) -> int:
+    """One approvals entry (a JSON line) from GitHub's records of a merged pull request; exit 1 when nobody
+    approved the merged head (the entry still says so: that is evidence too)."""
+    try:
+        pulls = approvals.json_documents(_read(args.pull_request), f"--pull-request {args.pull_request}")
+        if len(pulls) != 1:
+            raise approvals.ApprovalsInputError(f"--pull-request {args.pull_request}: expected one pull request, "
+                                                f"got {len(pulls)} JSON documents")
+        pull = approvals.pull_request_of(pulls[0])
+        reviews = approvals.reviews_of(approvals.json_documents(_read(args.reviews), f"--reviews {args.reviews}"))
+        entry = approvals.approval_entry(pull, reviews)
+    except approvals.ApprovalsInputError as error:
+        raise UsageError(str(error)) from None
+    print(json.dumps(entry))
+    if entry["approvers"]:
+        return 0
+    print(f"warning: {entry['pullRequest']} was merged as {entry['revision']} without an approval of its last push "
+          f"{entry['headSha']}", file=sys.stderr)
+    return 1
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path}: cannot be read: {error}") from None
+
+
 def _csv(rows: Sequence[Mapping[str, str]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=audit.EVIDENCE_COLUMNS, lineterminator="\n")
@@ -149,6 +179,13 @@ def register(commands: Commands) -> None:
                              "records up to the end of the period, verifiable offline (default table)")
     export.add_argument("--approvals", type=Path, help="what the CI recorded: JSON lines of revision, pullRequest, "
                                                        "approvers (docs/operator.md)")
+    record = command(audit_commands, "approvals", _record_approvals,
+                     "the approvals entry of a merged pull request (a JSON line for --approvals) from GitHub's "
+                     "pull request and reviews; exit 1 when nobody approved its last push")
+    record.add_argument("--pull-request", type=Path, required=True, metavar="FILE",
+                        help="GET /repos/OWNER/REPO/pulls/N, or the pull_request event ($GITHUB_EVENT_PATH)")
+    record.add_argument("--reviews", type=Path, required=True, metavar="FILE",
+                        help="GET /repos/OWNER/REPO/pulls/N/reviews (gh api --paginate's pages one after another)")
     for sub in (verify, export):
         where = sub.add_argument_group("where the log is (one of)")
         where.add_argument("--namespace", default=OPERATOR_NAMESPACE,
