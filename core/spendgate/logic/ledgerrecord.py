@@ -4,8 +4,10 @@ reads. Schema: docs/ledger.md; the writer is spendgate.proxy.ledger.record.
 `parse_record` checks every field a reader relies on and raises LedgerLineError naming the field
 and what is wrong, so a bad line is reported, never half-read: money is a Decimal from its exact
 string (a JSON number is refused, it would lose cents), times are aware UTC datetimes, tokens are
-non-negative integers. `record_line` is the inverse, for writers of ledgers (the synthetic
-ledger): parse then write gives back the same JSON object.
+non-negative integers. `parse_line` reads a line's bytes: a line as the writers write it in one
+pass (msgspec), anything else through `parse_record`, with the same result either way.
+`record_line` is the inverse, for writers of ledgers (the synthetic ledger): parse then write gives
+back the same JSON object.
 
 Versions read: spendgate.io/ledger/v1 and v2 (v2 adds `requestBytes`, the request body's size,
 from which the enforcement step estimates input tokens, and `exchangeId`, the gateway's own id of
