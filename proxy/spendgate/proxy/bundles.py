@@ -154,7 +154,8 @@ class ConfigMapBundle:
         """The first read, before the event loop runs (the proxy needs a bundle to start)."""
         api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(self._configuration))
         try:
-            found = api.read_namespaced_config_map(self._name, self._namespace, _request_timeout=self._first_read_timeout)
+            found = api.read_namespaced_config_map(self._name, self._namespace,
+                                                   _request_timeout=self._first_read_timeout)
         except Exception as error:  # an ApiException, a connection failure: either way no bundle to start with
             raise BundleError(f"cannot read {self.describe()}: {getattr(error, 'reason', None) or error}") from None
         return {"data": found.data, "binaryData": found.binary_data}
