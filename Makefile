@@ -8,12 +8,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck setup control-plane claude-code bench crds kind-up dashboard
+.PHONY: run test lint typecheck setup control-plane claude-code postgres bench crds kind-up dashboard
 
 run: setup
 	./hack/quickstart.sh
 
-test: setup control-plane claude-code lint typecheck
+test: setup control-plane claude-code postgres lint typecheck
 	$(BIN)/pytest -ra
 
 setup: $(STAMP)
@@ -31,6 +31,10 @@ control-plane:
 
 claude-code:
 	./hack/install-claude-code.sh
+
+# The ledger store tests start their own throwaway PostgreSQL server from Debian's package.
+postgres:
+	./hack/install-postgres.sh
 
 lint: setup
 	$(BIN)/ruff check core operator proxy tests bench

@@ -7,6 +7,7 @@ import pytest
 
 from cluster.controlplane import ControlPlane
 from spendgate.adapters.kube import Kube, load_configuration
+from database.postgres import PostgresServer
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +34,14 @@ async def kube(control_plane: ControlPlane) -> AsyncIterator[Kube]:
     client = Kube(load_configuration(control_plane.kubeconfig, None))
     yield client
     await client.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server on loopback (Debian's package), started on first request, once per session.
+
+    Tests that stop it (outages) start it again before they end; each test takes its own database
+    with `postgres.new_database()`.
+    """
+    with PostgresServer.start_new() as server:
+        yield server
