@@ -11,6 +11,7 @@ Tests stop and start the server to play outages and restarts; each test gets its
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import secrets
@@ -42,7 +43,7 @@ def server_bindir() -> Path:
         return Path(override)
     result = subprocess.run(["bash", str(INSTALL_SCRIPT)], capture_output=True, text=True)
     if result.returncode != 0:
-        raise PostgresError(f"hack/install-postgres.sh failed with exit code {result.returncode}:\n{tail(result.stderr)}")
+        raise PostgresError(f"hack/install-postgres.sh failed ({result.returncode}):\n{tail(result.stderr)}")
     return Path(result.stdout.strip())
 
 
@@ -123,14 +124,13 @@ class PostgresServer:
 
     def close(self) -> None:
         if (self.data / "postmaster.pid").exists():
-            try:
+            with contextlib.suppress(PostgresError):  # already down; the directory goes anyway
                 self.stop("immediate")
-            except PostgresError:
-                pass  # already down; the directory goes anyway
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
         self.close()
