@@ -14,9 +14,9 @@ import pytest
 from database.postgres import PostgresServer
 from finance.ledgerlines import dumps, line
 from spendgate.adapters.ledgerpostgres import PostgresLedger, PostgresLedgerWriter
-from spendgate.logic.usage import Dimension, Period
+from spendgate.logic.usage import Dimension, Month
 
-NOVEMBER = Period(2026, 11)
+NOVEMBER = Month(2026, 11)
 
 
 async def store(dsn: str, *batches: list[bytes]) -> list[tuple[int, int, list[str]]]:

@@ -33,7 +33,7 @@ from typing import Final
 
 from spendgate.logic.adminreports import WEB_SEARCH, CostLine, Coverage, UsageLine
 from spendgate.logic.pricing import Tokens
-from spendgate.logic.usage import Period, UsageRow
+from spendgate.logic.usage import Month, UsageRow
 
 DEFAULT_TOLERANCE: Final = Decimal("0.0005")  # 0.05%
 GEO_PREMIUM: Final = Decimal("0.1")  # inference_geo "us" costs 1.1x
@@ -83,7 +83,7 @@ class Unapportioned:
 
 @dataclass(frozen=True)
 class Reconciliation:
-    period: Period
+    period: Month
     tolerance: Decimal
     gateway_keys: tuple[str, ...]
     comparisons: list[Comparison]
@@ -251,7 +251,7 @@ def _usage_sides(usage: Iterable[UsageLine], model_key: ModelKey, keep: Callable
     return found
 
 
-def reconcile(period: Period, ledger: Sequence[UsageRow], costs: Sequence[CostLine], cost_coverage: Coverage,
+def reconcile(period: Month, ledger: Sequence[UsageRow], costs: Sequence[CostLine], cost_coverage: Coverage,
               usage: Sequence[UsageLine], usage_coverage: Coverage, model_key: ModelKey,
               gateway_keys: Sequence[str] = (), tolerance: Decimal = DEFAULT_TOLERANCE) -> Reconciliation:
     """Compare; `ledger` rows are keyed by (UTC day, served model). `model_key` names a model id the same

@@ -5,7 +5,7 @@ the totals of the ledger records whose `time` falls in [start, end), grouped by 
 Everything after that (hierarchies, budgets, rounding, FOCUS rows, the comparison with Anthropic's
 reports) is pure and shared, so both stores give the same report from the same records.
 
-Reporting periods are UTC calendar months, ends exclusive (`Period`): exports and reconciliation
+Reporting periods are UTC calendar months, ends exclusive (`Month`): exports and reconciliation
 use UTC days, like Anthropic's reports; budget windows keep their own time zones (logic.windows).
 """
 
@@ -78,14 +78,14 @@ class UsageSource(Protocol):
 
 
 @dataclass(frozen=True)
-class Period:
+class Month:
     """A UTC calendar month, [start, end)."""
 
     year: int
     month: int
 
     @classmethod
-    def parse(cls, text: str) -> Period:
+    def parse(cls, text: str) -> Month:
         matched = PERIOD_PATTERN.match(text)
         if matched is None:
             raise ValueError(f"period {text!r} is not a month like 2026-11")
@@ -99,11 +99,11 @@ class Period:
     def end(self) -> datetime:
         return self.following().start
 
-    def following(self) -> Period:
-        return Period(self.year + self.month // 12, self.month % 12 + 1)
+    def following(self) -> Month:
+        return Month(self.year + self.month // 12, self.month % 12 + 1)
 
-    def previous(self) -> Period:
-        return Period(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
+    def previous(self) -> Month:
+        return Month(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
 
     def days(self) -> list[date]:
         first = self.start.date()
