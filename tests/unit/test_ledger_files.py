@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pytest
 
@@ -51,7 +52,7 @@ def test_bad_lines_fail_the_read_with_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(LedgerError) as raised:
         read_ledgers([path])
     message = str(raised.value)
-    assert message.startswith("2 bad ledger line(s); nothing was replayed")
+    assert message.startswith("2 bad ledger line(s); the ledger was not used")
     assert f"{path}:3: not a JSON line" in message
     assert f"{path}:4: costUSD: must be a decimal string" in message
 
@@ -88,3 +89,34 @@ def test_standard_input(monkeypatch: pytest.MonkeyPatch) -> None:
     data = b"".join(orjson.dumps(item) + b"\n" for item in lines(4))
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
     assert len(read_ledgers(["-"]).records) == 4
+
+
+def compacted(path: Path, items: list[dict[str, Any]]) -> Path:
+    """A compacted day as `spendgate ledger compact` writes it: each line as written, in the column `line`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = duckdb.connect()
+    connection.execute("CREATE TABLE day (line VARCHAR)")
+    connection.executemany("INSERT INTO day VALUES (?)", [[orjson.dumps(item).decode()] for item in items])
+    connection.execute(f"COPY day TO '{path}' (FORMAT parquet)")
+    return path
+
+
+def test_compacted_days_are_read_and_their_copies_in_json_lines_count_once(tmp_path: Path) -> None:
+    compacted(tmp_path / "compacted" / "day=2026-11-24" / "ledger.parquet", lines(4))
+    write(tmp_path / "ledger.jsonl", lines(6, start=2))  # two of its lines were compacted already
+
+    contents = read_ledgers([tmp_path])
+
+    assert [r.request_id for r in contents.records] == [f"req_{n:04d}" for n in range(8)]
+    assert contents.skipped == []
+
+
+def test_a_compacted_copy_that_differs_from_its_line_is_a_bad_line(tmp_path: Path) -> None:
+    changed = lines(1)[0] | {"costUSD": "9.99"}
+    compacted(tmp_path / "compacted" / "day=2026-11-24" / "ledger.parquet", [changed])
+    write(tmp_path / "ledger.jsonl", lines(1))
+
+    with pytest.raises(LedgerError) as refused:
+        read_ledgers([tmp_path])
+
+    assert "req_0000 at 2026-11-24T09:00:00+00:00 was already read at" in str(refused.value)

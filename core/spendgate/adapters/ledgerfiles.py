@@ -23,13 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final, cast
 
+import duckdb
 import orjson
 
 from spendgate.logic.ledgerrecord import LedgerLineError, LedgerRecord, parse_line, record_line
 
 STDIN: Final = "-"  # standard input to read, standard output to write
-# ledger.jsonl, ledger.jsonl.3, and either of them gzipped.
-LEDGER_NAME: Final = re.compile(r".+\.jsonl(\.[0-9]+)?(\.gz)?")
+# ledger.jsonl, ledger.jsonl.3, either of them gzipped, and a day compacted by `spendgate ledger compact`.
+LEDGER_NAME: Final = re.compile(r".+\.jsonl(\.[0-9]+)?(\.gz)?|.+\.parquet")
+PARQUET_SUFFIX: Final = ".parquet"
+PARQUET_BATCH: Final = 10_000
 # How many bad lines a failed read lists before it says "and N more".
 SHOWN_PROBLEMS: Final = 20
 
@@ -70,7 +73,8 @@ def ledger_files(paths: Iterable[str | Path]) -> list[str]:
         if path.is_dir():
             inside = sorted(str(p) for p in path.rglob("*") if p.is_file() and LEDGER_NAME.fullmatch(p.name))
             if not inside:
-                raise LedgerError(f"{path}: no ledger files in this directory (expected *.jsonl, *.jsonl.N, *.gz)")
+                raise LedgerError(f"{path}: no ledger files in this directory (expected *.jsonl, *.jsonl.N, *.gz, "
+                                  "*.parquet)")
             found.extend(inside)
         elif path.is_file():
             found.append(str(path))
@@ -109,37 +113,46 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _read_ledgers(paths: Iterable[str | Path], skip_bad_lines: bool) -> LedgerContents:
+    """A record both in a compacted day and in a JSON-lines file (the file the proxy has not rotated
+    away yet) counts once; the two copies must be equal."""
     contents = LedgerContents(files=ledger_files(paths))
     problems: list[LineProblem] = []
-    seen: dict[tuple[str, object], tuple[str, int]] = {}
+    seen: dict[tuple[str, object], tuple[str, int, LedgerRecord]] = {}
     for source in contents.files:
         for number, item in read_file(source):
             if isinstance(item, LedgerRecord):
                 key = (item.request_id, item.time)
-                first = seen.setdefault(key, (source, number))
-                if first == (source, number):
+                first = seen.setdefault(key, (source, number, item))
+                if first[:2] == (source, number):
                     contents.records.append(item)
                     continue
+                if PARQUET_SUFFIX in (Path(first[0]).suffix, Path(source).suffix) and first[2] == item:
+                    continue  # the compacted copy of a line
                 item = LineProblem(source, number, f"request {item.request_id} at {item.time.isoformat()} was "
                                                    f"already read at {first[0]}:{first[1]} (a ledger read twice?)")
             problems.append(item)
     if problems and not skip_bad_lines:
-        raise LedgerError(_failure(problems), problems)
+        raise LedgerError(failure(problems), problems)
     contents.skipped = problems
     # In place, and each file's lines are in time order already: Timsort merges those runs in linear time.
     contents.records.sort(key=lambda record: (record.time, record.request_id))
     return contents
 
 
-def _failure(problems: Sequence[LineProblem]) -> str:
+def failure(problems: Sequence[LineProblem]) -> str:
+    """The message of a read that failed on bad lines (every tool words it alike)."""
     shown = "\n".join(str(problem) for problem in problems[:SHOWN_PROBLEMS])
     more = f"\n... and {len(problems) - SHOWN_PROBLEMS} more" if len(problems) > SHOWN_PROBLEMS else ""
-    return (f"{len(problems)} bad ledger line(s); nothing was replayed (pass --skip-bad-lines to leave them out "
+    return (f"{len(problems)} bad ledger line(s); the ledger was not used (pass --skip-bad-lines to leave them out "
             f"and count them):\n{shown}{more}")
 
 
 def read_file(source: str) -> Iterator[tuple[int, LedgerRecord | LineProblem]]:
-    """(line number, record or problem) for each non-empty line of one ledger file."""
+    """(line number, record or problem) for each non-empty line of one ledger file (a compacted day's
+    Parquet file holds each line as written, in the column `line`; its row number is the line number)."""
+    if source.endswith(PARQUET_SUFFIX):
+        yield from _read_parquet(source)
+        return
     try:
         with _open(source) as handle:
             for number, raw in enumerate(handle, start=1):
@@ -147,6 +160,19 @@ def read_file(source: str) -> Iterator[tuple[int, LedgerRecord | LineProblem]]:
                     yield number, _parse(source, number, raw)
     except (OSError, EOFError, zlib.error) as error:  # unreadable, or a truncated / corrupt gzip
         raise LedgerError(f"{source}: cannot be read: {error}") from error
+
+
+def _read_parquet(source: str) -> Iterator[tuple[int, LedgerRecord | LineProblem]]:
+    try:
+        result = duckdb.connect().execute("SELECT line FROM read_parquet(?)", [source])
+    except duckdb.Error as error:
+        raise LedgerError(f"{source}: cannot be read as a compacted ledger day: {str(error).splitlines()[0]}") \
+            from error
+    number = 0
+    while batch := result.fetchmany(PARQUET_BATCH):
+        for (line,) in batch:
+            number += 1
+            yield number, _parse(source, number, (line or "").encode())
 
 
 def _open(source: str) -> AbstractContextManager[IO[bytes]]:
