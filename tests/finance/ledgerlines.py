@@ -1,4 +1,5 @@
-"""Hand-made ledger lines for the store tests: one valid line, with the fields a test cares about changed."""
+"""Ledger lines for the store tests: the shared test line (tests/unit/test_ledger_record.py) with the fields a
+test cares about changed."""
 
 from __future__ import annotations
 
@@ -6,26 +7,25 @@ from typing import Any
 
 import orjson
 
-TOKEN_FIELDS = ("input", "cacheWrite5m", "cacheWrite1h", "cacheRead", "output", "webSearches")
+from unit.test_ledger_record import line as shared_line
 
 
 def line(request_id: str, time: str = "2026-11-24T09:12:03.481220Z", cost: str = "0.001368",
          tokens: dict[str, int] | None = None, **fields: Any) -> dict[str, Any]:
-    """A ledger line as the proxy writes it (docs/ledger.md), priced and answered."""
-    counts = {"input": 42, "cacheWrite5m": 100, "cacheWrite1h": 0, "cacheRead": 2000, "output": 15, "webSearches": 0}
-    record: dict[str, Any] = {
-        "schemaVersion": "spendgate.io/ledger/v1", "time": time, "requestId": request_id, "method": "POST",
-        "path": "/v1/messages", "endpoint": "messages", "keyName": "alice-laptop", "developer": "alice",
-        "costCenter": "platform", "repo": "org/payments", "branch": "main", "session": "s-1",
-        "sessionSource": "header", "requestClass": None, "agentId": None, "requestedModel": "claude-opus-5-5",
-        "servedModel": "claude-opus-5-5", "pricedModel": "claude-opus-5-5", "priceSource": "genai-prices",
-        "stream": True, "tokens": {**counts, **(tokens or {})}, "costUSD": cost, "status": 200, "outcome": "ok",
-        "errorType": None, "latencyMs": 1.708, "upstreamMs": 1.501, "addedMs": 0.158,
-        "decision": {"action": "forward", "reason": "", "model": None}, "flags": [], "bundleVersion": "ff61bc82347b",
-    }
+    """A priced, answered request as the proxy writes it (docs/ledger.md)."""
+    record = shared_line(requestId=request_id, time=time, costUSD=cost, costCenter="platform", developer="alice",
+                         decision={"action": "forward", "reason": "", "model": None},
+                         servedModel="claude-opus-5-5", pricedModel="claude-opus-5-5")
+    record["tokens"] = {**record["tokens"], **(tokens or {})}
     record.update(fields)
     return record
 
 
 def dumps(*records: dict[str, Any]) -> list[bytes]:
     return [orjson.dumps(record) for record in records]
+
+
+def write(path: Any, *records: dict[str, Any]) -> Any:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(data + b"\n" for data in dumps(*records)))
+    return path

@@ -1,0 +1,331 @@
+"""The embedded ledger store: DuckDB over ledger files, with nothing else installed.
+
+It reads what the proxies write (`ledger.jsonl`, rotated `ledger.jsonl.N`, gzipped) and what
+`spendgate ledger compact` writes (Parquet, one file per closed UTC day), in any mix, through the
+shared file finder (spendgate.adapters.ledgerfiles), and answers the report commands' usage
+question (logic.usage.UsageSource) with exact DECIMAL(38, 18) sums.
+
+Why it reads JSON lines itself rather than through the Python reader: a million lines take DuckDB
+about five seconds and the Python reader sixteen. It still accepts exactly the records the shared
+reader accepts, with the same values:
+
+- a line passes here only if it is in the form the proxy writes (every field present with its
+  JSON type, values in their sets, the cost an exact decimal with at most 18 places, the time
+  `YYYY-MM-DDTHH:MM:SS[.ffffff]` with `Z` or an offset). The checks are built from the record
+  module's own constants, and a property test holds them to `parse_record`: whatever passes here
+  parses there, to the same values;
+- every other line goes to `parse_record` itself: what it accepts is counted (an unusual but valid
+  line), what it refuses is reported exactly as the other tools report it (file, line, field);
+- the same request twice in JSON lines is a bad line, as in the shared reader; a record that is
+  both in a JSON-lines file and in a compacted day (the expected overlap until the proxy's
+  rotation removes the old file) counts once, and if the two copies differ, that is an error.
+
+Money never goes through a float: costs are cast from their strings to DECIMAL(38, 18), which
+holds every cost the pricing code can produce (genai-prices' rates have at most 3 decimal places
+per million tokens, 9 per token; a bundle's override at most 12 per million, 18 per token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final
+
+import duckdb
+import orjson
+
+from spendgate.adapters.ledgerfiles import STDIN, LedgerError, LineProblem, failure, ledger_files, read_ledgers
+from spendgate.adapters.ledgersql import RECORD_COLUMNS, usage_query, usage_rows
+from spendgate.logic.ledgerrecord import (
+    ACTIONS,
+    LEDGER_V1,
+    OPTIONAL_TEXT,
+    OUTCOMES,
+    READABLE_VERSIONS,
+    TOKEN_FIELDS,
+    LedgerLineError,
+    LedgerRecord,
+    parse_record,
+    record_line,
+)
+from spendgate.logic.spend import exact
+from spendgate.logic.usage import Dimension, UsageRow
+
+MONEY: Final = "DECIMAL(38, 18)"
+SMALLEST: Final = Decimal("1e-18")
+LARGEST: Final = Decimal("1e20")
+PARQUET_SUFFIX: Final = ".parquet"
+TABLE_COLUMNS: Final = (
+    "time TIMESTAMPTZ NOT NULL, request_id VARCHAR NOT NULL, endpoint VARCHAR, key_name VARCHAR, developer VARCHAR, "
+    "cost_center VARCHAR, repo VARCHAR, session VARCHAR, requested_model VARCHAR, served_model VARCHAR, "
+    "priced_model VARCHAR, price_source VARCHAR, outcome VARCHAR NOT NULL, status BIGINT NOT NULL, "
+    "input_tokens BIGINT, cache_write_5m_tokens BIGINT, cache_write_1h_tokens BIGINT, cache_read_tokens BIGINT, "
+    f"output_tokens BIGINT, web_searches BIGINT, cost_usd {MONEY} NOT NULL, flags VARCHAR[] NOT NULL, "
+    "line VARCHAR"
+)
+ROW_WIDTH: Final = len(RECORD_COLUMNS) + 1  # and the line
+
+
+# Every field of a line in the order the proxy writes them (requestBytes follows from v2 on), each read
+# as JSON so that its JSON type can be checked.
+FIELDS: Final = ("schemaVersion", "time", "requestId", "method", "path",
+                 *(name for name in OPTIONAL_TEXT if name != "errorType"), "stream", "tokens", "costUSD", "status",
+                 "outcome", "errorType", "latencyMs", "upstreamMs", "addedMs", "decision", "flags", "bundleVersion")
+AS_JSON: Final = orjson.dumps({name: "JSON" for name in (*FIELDS, "requestBytes")}).decode()
+TIME_FORM: Final = (r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+                    r"(\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
+COST_FORM: Final = r"(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?"  # COST_PATTERN, within DECIMAL(38, 18)
+COUNT_FORM: Final = r"0|[1-9][0-9]{0,17}"  # a non-negative integer well within BIGINT
+MILLISECONDS_FORM: Final = r"(0|[1-9][0-9]{0,15})(\.[0-9]{1,17})?"
+STRING_FORM: Final = r'"([^"\\]|\\.)*"'  # within text already parsed as JSON
+TOKENS_FORM: Final = r"\{" + ",".join(f'"{key}":({COUNT_FORM})' for key, _ in TOKEN_FIELDS) + r"\}"
+DECISION_FORM: Final = (
+    r'\{"action":"(' + "|".join(sorted(action for action in ACTIONS if action != "reroute"))
+    + f')","reason":{STRING_FORM},"model":null\\}}|\\{{"action":"reroute","reason":{STRING_FORM},'
+    + r'"model":"([^"\\]|\\.)+"\}')
+FLAGS_FORM: Final = rf"\[({STRING_FORM}(,{STRING_FORM})*)?\]"
+
+
+def _value(name: str) -> str:
+    return f'j."{name}"'
+
+
+def _text(name: str) -> str:
+    return f"({_value(name)} ->> '$')"
+
+
+def _is(name: str, *types: str, path: str = "") -> str:
+    """The JSON value is one of `types` (false when absent or JSON null, unless 'NULL' is one of them)."""
+    kind = f"json_type({_value(name)}, '${path}')" if path else f"json_type({_value(name)})"
+    nullable = "NULL" in types
+    listed = ", ".join(repr(kind_name) for kind_name in types if kind_name != "NULL")
+    test = f"coalesce({kind} IN ({listed}), false)" if listed else "false"
+    return f"({test} OR {kind} IS NULL)" if nullable else test
+
+
+def _in(expression: str, values: Iterable[str]) -> str:
+    return f"coalesce({expression} IN ({', '.join(repr(value) for value in sorted(values))}), false)"
+
+
+def _keys(version: str) -> str:
+    names = [*FIELDS, *(["requestBytes"] if version != LEDGER_V1 else [])]
+    return "[" + ", ".join(repr(name) for name in names) + "]"
+
+
+def gate_checks() -> list[str]:
+    """A line in the form `parse_record` accepts, strictly (see the module docstring). Built from
+    ledgerrecord's constants. A JSON null and an absent field read alike in `j`; `keys` shows which are there:
+    exactly the version's fields in the proxy's order (another order is left to the shared parser)."""
+    checks = [
+        "NOT contains(line, '\\u')",  # \\u escapes (lone surrogates among them) are left to the shared parser
+        " OR ".join(f"({_text('schemaVersion')} = '{version}' AND keys = {_keys(version)})"
+                    for version in READABLE_VERSIONS),
+        _is("schemaVersion", "VARCHAR"),
+        _is("requestBytes", "NULL", "UBIGINT"),
+        f"{_is('time', 'VARCHAR')} AND regexp_full_match({_text('time')}, '{TIME_FORM}') "
+        f"AND try_cast({_text('time')} AS TIMESTAMPTZ) IS NOT NULL",
+        *(f"{_is(name, 'VARCHAR')} AND length({_text(name)}) > 0" for name in ("requestId", "method", "path")),
+        _is("bundleVersion", "VARCHAR"),
+        *(_is(name, "NULL", "VARCHAR") for name in OPTIONAL_TEXT),
+        _is("stream", "BOOLEAN"),
+        f"({_value('tokens')} IS NULL OR regexp_full_match({_value('tokens')}, '{TOKENS_FORM}'))",
+        f"{_is('costUSD', 'VARCHAR')} AND regexp_full_match({_text('costUSD')}, '{COST_FORM}')",
+        f"{_is('status', 'UBIGINT')} AND regexp_full_match({_value('status')}, '{COUNT_FORM}')",
+        f"{_is('outcome', 'VARCHAR')} AND {_in(_text('outcome'), OUTCOMES)}",
+        *(f"({_value(name)} IS NULL OR regexp_full_match({_value(name)}, '{MILLISECONDS_FORM}'))"
+          for name in ("latencyMs", "upstreamMs", "addedMs")),
+        f"regexp_full_match({_value('decision')}, '{DECISION_FORM}')",
+        f"regexp_full_match({_value('flags')}, '{FLAGS_FORM}')",
+    ]
+    return checks
+
+
+def _gate() -> str:
+    return " AND ".join(f"({check})" for check in gate_checks())
+
+
+VALUES: Final = ", ".join(f"{name} := {value}" for value, name in zip([
+    f"CAST({_text('time')} AS TIMESTAMPTZ)", *(_text(name) for name in (
+        "requestId", "endpoint", "keyName", "developer", "costCenter", "repo", "session", "requestedModel",
+        "servedModel", "pricedModel", "priceSource", "outcome")),
+    f"CAST({_value('status')} AS BIGINT)",
+    *(f"CAST({_value('tokens')} ->> '$.{key}' AS BIGINT)" for key, _ in TOKEN_FIELDS),
+    f"CAST({_text('costUSD')} AS {MONEY})", f"CAST({_value('flags')} AS VARCHAR[])",
+], RECORD_COLUMNS, strict=True))
+# Raw lines: CSV with a delimiter and a quote that a JSON line never holds (JSON escapes every control
+# character), so each line is one field, byte for byte; .gz files are decompressed by their suffix.
+LINES: Final = ("read_csv($files, columns = {'line': 'VARCHAR'}, delim = chr(31), quote = chr(30), escape = chr(30), "
+                "header = false, auto_detect = false, filename = true, max_line_size = 67108864)")
+
+
+def read_lines_query(keep_lines: bool) -> str:
+    """Every non-blank line with `valid` (see `_gate`) and, if valid, its record columns; the line itself
+    where it is not valid (for the shared parser), or for every line with `keep_lines`."""
+    line = "line" if keep_lines else "CASE WHEN NOT valid THEN line END"
+    return f"""
+        SELECT filename, {line} AS line, valid, record.*
+        FROM (
+            SELECT filename, line, valid, CASE WHEN valid THEN struct_pack({VALUES}) END AS record
+            FROM (
+                SELECT filename, line, j, coalesce({_gate()}, false) AS valid
+                FROM (
+                    SELECT filename, line, try(json_transform(line, '{AS_JSON}')) AS j, try(json_keys(line)) AS keys
+                    FROM {LINES} WHERE trim(line) <> ''
+                )
+            )
+        )
+    """
+
+
+def record_row(record: LedgerRecord, line: str | None) -> tuple[Any, ...]:
+    """A record read by the shared reader, as a row of the store's table."""
+    tokens = record.tokens
+    counts = [getattr(tokens, attribute) if tokens else None for _, attribute in TOKEN_FIELDS]
+    return (record.time, record.request_id, record.endpoint, record.key_name, record.developer, record.cost_center,
+            record.repo, record.session, record.requested_model, record.served_model, record.priced_model,
+            record.price_source, record.outcome, record.status, *counts, record.cost, list(record.flags), line)
+
+
+def compacted_day(name: str) -> date | None:
+    """The UTC day of a compacted file (`.../day=2026-11-03/ledger.parquet`), if its folder names one."""
+    folder = Path(name).parent.name
+    try:
+        return date.fromisoformat(folder.removeprefix("day=")) if folder.startswith("day=") else None
+    except ValueError:
+        return None
+
+
+def _may_hold(name: str, start: datetime, end: datetime) -> bool:
+    day = compacted_day(name)
+    return day is None or (start.date() <= day <= end.date())
+
+
+def _check_exact(record: LedgerRecord, source: str) -> None:
+    if record.cost != record.cost.quantize(SMALLEST) or record.cost >= LARGEST:
+        raise LedgerError(f"{source}: request {record.request_id} costs {exact(record.cost)}, beyond the exact "
+                          "range of the embedded store (20 digits and 18 decimal places)")
+
+
+class LedgerFiles:
+    """Ledger files as one DuckDB table, `ledger_records`, for the time span a report needs."""
+
+    def __init__(self, paths: Sequence[str | Path], skip_bad_lines: bool = False) -> None:
+        files = ledger_files(paths)
+        if STDIN in files:
+            raise LedgerError("standard input (-): the report commands read ledger files; save the ledger first")
+        self.jsonl = [name for name in files if not name.endswith(PARQUET_SUFFIX)]
+        self.parquet = [name for name in files if name.endswith(PARQUET_SUFFIX)]
+        self.skip_bad_lines = skip_bad_lines
+        self.skipped: list[LineProblem] = []
+        self.db = duckdb.connect()
+        self.db.execute("SET TimeZone = 'UTC'")
+        self._span: tuple[datetime, datetime] | None = None
+
+    def describe(self) -> str:
+        kinds = [f"{len(self.jsonl)} JSON-lines file{'s' * (len(self.jsonl) != 1)}"] if self.jsonl else []
+        kinds += [f"{len(self.parquet)} compacted day{'s' * (len(self.parquet) != 1)}"] if self.parquet else []
+        return "ledger files: " + " and ".join(kinds)
+
+    def load(self, start: datetime, end: datetime, keep_lines: bool = False) -> None:
+        """Read the records with start <= time < end into `ledger_records` (every line is checked, whatever its
+        time). With `keep_lines`, each record keeps its line as written (to compact it)."""
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
+        self.db.execute("DROP TABLE IF EXISTS ledger_records")
+        self.db.execute(f"CREATE TEMP TABLE ledger_records ({TABLE_COLUMNS})")
+        if self.jsonl:
+            self._load_lines(start, end, keep_lines)
+        if self.parquet:
+            self._load_parquet(start, end, keep_lines)
+        self._span = (start, end)
+
+    def _load_lines(self, start: datetime, end: datetime, keep_lines: bool) -> None:
+        span = {"start": start, "end": end}
+        try:
+            self.db.execute(f"CREATE TEMP TABLE read_lines AS {read_lines_query(keep_lines)}", {"files": self.jsonl})
+        except duckdb.Error:  # a file DuckDB cannot take as lines at all (not UTF-8, a corrupt gzip)
+            self._load_through_reader(start, end, keep_lines)
+            return
+        try:
+            problem_files = self._accept_unusual_lines(start, end, keep_lines) | self._repeated_in()
+            if problem_files:
+                self._bad_lines(sorted(problem_files))  # raises unless skipping them
+                self.db.execute("CREATE OR REPLACE TEMP TABLE read_lines AS SELECT * FROM read_lines WHERE valid "
+                                "QUALIFY row_number() OVER (PARTITION BY request_id, time ORDER BY filename) = 1")
+            self.db.execute(f"INSERT INTO ledger_records SELECT {', '.join(RECORD_COLUMNS)}, "
+                            f"{'line' if keep_lines else 'NULL'} FROM read_lines "
+                            "WHERE valid AND time >= $start AND time < $end", span)
+        finally:
+            self.db.execute("DROP TABLE IF EXISTS read_lines")
+
+    def _accept_unusual_lines(self, start: datetime, end: datetime, keep_lines: bool) -> set[str]:
+        """Lines not in the proxy's form go to the shared parser: counted if it accepts them. Returns the
+        files of those it refuses."""
+        unusual = self.db.execute("SELECT filename, line FROM read_lines WHERE NOT valid").fetchall()
+        accepted, refused = [], set()
+        for filename, line in unusual:
+            try:
+                record = parse_record(orjson.loads(line))
+            except (orjson.JSONDecodeError, LedgerLineError):
+                refused.add(filename)
+                continue
+            _check_exact(record, filename)
+            if start <= record.time < end:
+                accepted.append(record_row(record, line if keep_lines else None))
+        if accepted:
+            self.db.executemany(f"INSERT INTO ledger_records VALUES ({', '.join(['?'] * ROW_WIDTH)})", accepted)
+        return refused
+
+    def _repeated_in(self) -> set[str]:
+        """The files holding a request that the JSON lines hold twice (a bad line, as in the shared reader)."""
+        rows = self.db.execute("SELECT DISTINCT unnest(files) FROM (SELECT list(filename) AS files FROM read_lines "
+                               "WHERE valid GROUP BY request_id, time HAVING count(*) > 1)").fetchall()
+        return {name for (name,) in rows}
+
+    def _bad_lines(self, files: Sequence[str]) -> None:
+        """The shared reader's account of the bad lines, with file, line and field; raises unless skipping."""
+        problems = read_ledgers(files, skip_bad_lines=True).skipped
+        if not self.skip_bad_lines:
+            raise LedgerError(failure(problems), problems)
+        self.skipped.extend(problems)
+
+    def _load_through_reader(self, start: datetime, end: datetime, keep_lines: bool) -> None:
+        contents = read_ledgers(self.jsonl, skip_bad_lines=self.skip_bad_lines)
+        self.skipped.extend(contents.skipped)
+        rows = []
+        for record in contents.records:
+            _check_exact(record, "the ledger files")
+            if start <= record.time < end:
+                line = orjson.dumps(record_line(record), option=orjson.OPT_UTC_Z).decode() if keep_lines else None
+                rows.append(record_row(record, line))
+        if rows:
+            self.db.executemany(f"INSERT INTO ledger_records VALUES ({', '.join(['?'] * ROW_WIDTH)})", rows)
+
+    def _load_parquet(self, start: datetime, end: datetime, keep_lines: bool) -> None:
+        files = [name for name in self.parquet if _may_hold(name, start, end)]
+        if not files:
+            return
+        columns = ", ".join(RECORD_COLUMNS)
+        line = "line" if keep_lines else "NULL"
+        compacted = (f"SELECT {columns}, {line} AS line FROM read_parquet($files) "
+                     "WHERE time >= $start AND time < $end")
+        parameters = {"files": files, "start": start, "end": end}
+        differing = self.db.execute(
+            f"SELECT c.request_id, c.time FROM ({compacted}) AS c JOIN ledger_records AS r USING (request_id, time) "
+            f"WHERE ({', '.join('c.' + name for name in RECORD_COLUMNS)}) IS DISTINCT FROM "
+            f"({', '.join('r.' + name for name in RECORD_COLUMNS)}) LIMIT 20", parameters).fetchall()
+        if differing:
+            shown = ", ".join(f"{request_id} at {time.isoformat()}" for request_id, time in differing)
+            raise LedgerError(f"compacted records differ from the JSON lines of the same requests: {shown}; "
+                              "one of the copies was changed after compaction")
+        self.db.execute(f"INSERT INTO ledger_records SELECT * FROM ({compacted}) AS c "
+                        "WHERE NOT EXISTS (SELECT 1 FROM ledger_records AS r "
+                        "WHERE r.request_id = c.request_id AND r.time = c.time)", parameters)
+
+    def usage(self, start: datetime, end: datetime, by: Sequence[Dimension]) -> list[UsageRow]:
+        if self._span is None or not (self._span[0] <= start.astimezone(UTC) and end.astimezone(UTC) <= self._span[1]):
+            raise RuntimeError("LedgerFiles.usage outside the loaded span: call load() with the report's whole span")
+        query = usage_query("ledger_records", by, "$start", "$end")
+        rows = self.db.execute(query, {"start": start.astimezone(UTC), "end": end.astimezone(UTC)}).fetchall()
+        return usage_rows(rows, by)
