@@ -27,8 +27,10 @@ per million tokens, 9 per token; a bundle's override at most 12 per million, 18 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
@@ -55,6 +57,8 @@ from spendgate.logic.usage import Dimension, UsageRow
 
 MONEY: Final = "DECIMAL(38, 18)"
 SMALLEST: Final = Decimal("1e-18")
+EARLIEST: Final = datetime(1000, 1, 1, tzinfo=UTC)  # the span of every time a ledger line can hold
+LATEST: Final = datetime(9999, 12, 31, tzinfo=UTC)
 LARGEST: Final = Decimal("1e20")
 PARQUET_SUFFIX: Final = ".parquet"
 TABLE_COLUMNS: Final = (
@@ -208,6 +212,19 @@ def _check_exact(record: LedgerRecord, source: str) -> None:
                           "range of the embedded store (20 digits and 18 decimal places)")
 
 
+@dataclass(frozen=True)
+class CompactedDay:
+    day: date
+    records: int
+    written: bool  # False: the day's file already held exactly these records
+
+
+@dataclass(frozen=True)
+class Compaction:
+    days: list[CompactedDay]
+    open_days: list[date]  # not closed yet (or within the grace period): left in the JSON lines
+
+
 class LedgerFiles:
     """Ledger files as one DuckDB table, `ledger_records`, for the time span a report needs."""
 
@@ -232,13 +249,15 @@ class LedgerFiles:
         """Read the records with start <= time < end into `ledger_records` (every line is checked, whatever its
         time). With `keep_lines`, each record keeps its line as written (to compact it)."""
         start, end = start.astimezone(UTC), end.astimezone(UTC)
-        self.db.execute("DROP TABLE IF EXISTS ledger_records")
-        self.db.execute(f"CREATE TEMP TABLE ledger_records ({TABLE_COLUMNS})")
+        self._create_table()
         if self.jsonl:
             self._load_lines(start, end, keep_lines)
-        if self.parquet:
-            self._load_parquet(start, end, keep_lines)
+        self._load_parquet(start, end, keep_lines, [name for name in self.parquet if _may_hold(name, start, end)])
         self._span = (start, end)
+
+    def _create_table(self) -> None:
+        self.db.execute("DROP TABLE IF EXISTS ledger_records")
+        self.db.execute(f"CREATE TEMP TABLE ledger_records ({TABLE_COLUMNS})")
 
     def _load_lines(self, start: datetime, end: datetime, keep_lines: bool) -> None:
         span = {"start": start, "end": end}
@@ -302,8 +321,7 @@ class LedgerFiles:
         if rows:
             self.db.executemany(f"INSERT INTO ledger_records VALUES ({', '.join(['?'] * ROW_WIDTH)})", rows)
 
-    def _load_parquet(self, start: datetime, end: datetime, keep_lines: bool) -> None:
-        files = [name for name in self.parquet if _may_hold(name, start, end)]
+    def _load_parquet(self, start: datetime, end: datetime, keep_lines: bool, files: list[str]) -> None:
         if not files:
             return
         columns = ", ".join(RECORD_COLUMNS)
@@ -323,9 +341,78 @@ class LedgerFiles:
                         "WHERE NOT EXISTS (SELECT 1 FROM ledger_records AS r "
                         "WHERE r.request_id = c.request_id AND r.time = c.time)", parameters)
 
+    def compact(self, out: Path, now: datetime, grace: timedelta) -> Compaction:
+        """See the module function `compact`."""
+        if not self.jsonl:
+            return Compaction([], [])
+        self._create_table()
+        self._load_lines(EARLIEST, LATEST, keep_lines=True)
+        days = [row[0] for row in self.db.execute(
+            "SELECT DISTINCT CAST(time AS DATE) FROM ledger_records ORDER BY 1").fetchall()]
+        closed = [day for day in days if _day_span(day, day)[1] + grace <= now.astimezone(UTC)]
+        self._load_parquet(EARLIEST, LATEST, True, [name for name in self.parquet if compacted_day(name) in closed])
+        written = [_write_day(self.db, out, day) for day in closed]
+        return Compaction(written, [day for day in days if day not in closed])
+
     def usage(self, start: datetime, end: datetime, by: Sequence[Dimension]) -> list[UsageRow]:
         if self._span is None or not (self._span[0] <= start.astimezone(UTC) and end.astimezone(UTC) <= self._span[1]):
             raise RuntimeError("LedgerFiles.usage outside the loaded span: call load() with the report's whole span")
         query = usage_query("ledger_records", by, "$start", "$end")
         rows = self.db.execute(query, {"start": start.astimezone(UTC), "end": end.astimezone(UTC)}).fetchall()
         return usage_rows(rows, by)
+
+
+def compact(paths: Sequence[str | Path], out: Path, now: datetime, grace: timedelta) -> Compaction:
+    """Write each closed UTC day of the JSON-lines ledgers under `paths` to `out/day=YYYY-MM-DD/ledger.parquet`.
+
+    A day is closed once its end is `grace` in the past (a long stream's line carries the time it
+    arrived, and is written when it ends). The day's file holds every record of that day from the
+    JSON lines and from its earlier file, each once, each line as written; it is written whole and
+    renamed into place, so a crash leaves the old file or the new one. The JSON-lines files are
+    left alone: readers count a record in both once, and the proxy's rotation removes them in time.
+    Running it again writes nothing new.
+    """
+    earlier = [out] if out.is_dir() and any(out.rglob("*" + PARQUET_SUFFIX)) else []
+    return LedgerFiles([*paths, *earlier]).compact(out, now, grace)
+
+
+def _day_span(first: date, last: date) -> tuple[datetime, datetime]:
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    return start, datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def _write_day(db: duckdb.DuckDBPyConnection, out: Path, day: date) -> CompactedDay:
+    target = out / f"day={day.isoformat()}" / "ledger.parquet"
+    span = dict(zip(("start", "end"), _day_span(day, day), strict=True))
+    count = db.execute("SELECT count(*) FROM ledger_records WHERE time >= $start AND time < $end",
+                             span).fetchone()
+    records = int(count[0]) if count else 0
+    if target.exists():
+        same = db.execute(
+            "SELECT count(*) FROM read_parquet($file) AS old FULL JOIN (SELECT request_id, time FROM ledger_records "
+            "WHERE time >= $start AND time < $end) AS new USING (request_id, time) "
+            "WHERE old.request_id IS NULL OR new.request_id IS NULL", {**span, "file": str(target)}).fetchone()
+        if same is not None and same[0] == 0:
+            return CompactedDay(day, records, written=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".ledger.parquet.{os.getpid()}.partial")
+    db.execute(f"COPY (SELECT {', '.join(RECORD_COLUMNS)}, line FROM ledger_records "
+                     "WHERE time >= $start AND time < $end ORDER BY time, request_id) "
+                     f"TO '{_quoted(partial)}' (FORMAT parquet, COMPRESSION zstd)", span)
+    _durable_rename(partial, target)
+    return CompactedDay(day, records, written=True)
+
+
+def _quoted(path: Path) -> str:
+    return str(path).replace("'", "''")
+
+
+def _durable_rename(partial: Path, target: Path) -> None:
+    with partial.open("rb") as handle:
+        os.fsync(handle.fileno())
+    partial.replace(target)
+    folder = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

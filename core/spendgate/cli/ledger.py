@@ -11,6 +11,7 @@ from pathlib import Path
 
 from spendgate.adapters.ledgerfiles import STDIN, write_ledger
 from spendgate.adapters.policyfiles import compile_directory
+from spendgate.cli import ledgerstore
 from spendgate.cli.common import Commands, UsageError, command, group
 from spendgate.logic.spend import to_cents
 from spendgate.logic.synth import SynthSettings, synthesize, top_decile_share
@@ -72,3 +73,4 @@ def register(commands: Commands) -> None:
                             "(default examples/policies)")
     synth.add_argument("--keys-file", type=Path, help="standalone keys file beside the policies, if any")
     synth.add_argument("--out", default=STDIN, help="ledger file to write (.gz compresses; default: standard output)")
+    ledgerstore.add_actions(ledger)
