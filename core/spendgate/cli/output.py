@@ -11,6 +11,7 @@ and the machine-readable data. `render` turns it into
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import json
 from collections.abc import Sequence
@@ -133,6 +134,20 @@ def mermaid(chart: Chart) -> str:
 
 def _number(value: Decimal) -> str:
     return str(value.quantize(Decimal("0.01")))
+
+
+# spreadsheets ---------------------------------------------------------------------------------
+
+
+def csv_text(table: Table, byte_order_mark: bool = False) -> str:
+    """One table as CSV (RFC 4180: a header row, CRLF line ends, quotes only where needed). Cells are written
+    as given, so money stays a plain decimal. With `byte_order_mark` the text starts with U+FEFF, which tells
+    spreadsheet programs (Excel above all) that the file is UTF-8."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(table.columns)
+    writer.writerows([str(cell) for cell in row] for row in table.rows)
+    return ("\ufeff" if byte_order_mark else "") + buffer.getvalue()
 
 
 # terminal -------------------------------------------------------------------------------------
