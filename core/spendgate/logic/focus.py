@@ -80,7 +80,8 @@ class Account:
     name: str | None = None
 
 
-def _rate(rates: ModelRates, meter: Meter) -> Decimal:
+def meter_rate(rates: ModelRates, meter: Meter) -> Decimal:
+    """The list price of one PricingUnit of the meter."""
     if meter.field == "web_searches":
         return rates.web_searches_per_thousand
     rate = {"input": rates.input, "cache_write_5m": rates.cache_write_5m, "cache_write_1h": rates.cache_write_1h,
@@ -143,7 +144,7 @@ def focus_rows(period: Month, rows: Sequence[UsageRow], cost_centers: Sequence[C
         model_id = model or "unknown"
         rates = book.rates(model_id, day)
         counts = [Decimal(getattr(row.totals.tokens, meter.field)) for meter in METERS]
-        list_costs = [count * _rate(rates, meter) / meter.per for count, meter in zip(counts, METERS, strict=True)]
+        list_costs = [count * meter_rate(rates, meter) / meter.per for count, meter in zip(counts, METERS, strict=True)]
         billed = split_exactly(row.totals.cost, list_costs)
         code, name, path = paths.get(cost_center or "", (cost_center or "", cost_center or "", cost_center or ""))
         start, end = (rfc3339(bound) for bound in utc_day_bounds(day))
@@ -157,7 +158,7 @@ def focus_rows(period: Month, rows: Sequence[UsageRow], cost_centers: Sequence[C
                 "ChargeDescription": f"{model_id} {meter.name.lower()}",
                 "ChargePeriodStart": start, "ChargePeriodEnd": end,
                 "ConsumedQuantity": str(int(count)), "ConsumedUnit": TOKENS_UNIT if tokens else REQUESTS_UNIT,
-                "ListCost": exact(list_cost), "ListUnitPrice": exact(_rate(rates, meter)),
+                "ListCost": exact(list_cost), "ListUnitPrice": exact(meter_rate(rates, meter)),
                 "PricingQuantity": exact(count / meter.per),
                 "PricingUnit": TOKENS_PRICING_UNIT if tokens else REQUESTS_PRICING_UNIT,
                 "SkuId": model_id, "SkuMeter": meter.name, "SkuPriceId": f"{model_id}:{meter.field}",
