@@ -112,6 +112,14 @@ def _count(value: int) -> str:
     return f"{value:,}"
 
 
+def _compact(value: int) -> str:
+    """Token counts for people: 987, 12.3K, 4.56M, 1.09B (exact counts are in --output json and csv)."""
+    for size, unit in ((10**9, "B"), (10**6, "M"), (10**3, "K")):
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return str(value)
+
+
 # chargeback --------------------------------------------------------------------------------------------
 
 
@@ -192,16 +200,15 @@ def chargeback_document(table: ChargebackTable, source: str, skipped: int) -> Do
     total = table.total
     month = table.period
     item = _item_label(table.group_by)
-    columns = ["Code", "Cost center" + (f" / {item}" if item else ""), "Requests", "Input", "Cache write",
-               "Cache read", "Output", f"Cost, UTC {month}", f"UTC {month.previous()}", "Variance",
-               "Budget limit", "Spent in budget window", "Used"]
+    columns = ["Code", "Cost center" + (f" / {item}" if item else ""), "Requests", "Input", "Cache", "Output",
+               f"Cost UTC {month}", f"UTC {month.previous()}", "Variance", "Budget", "Spent (its window)", "Used"]
     rows = [[row.code if row.kind is not RowKind.ITEM else "", _row_label(row), _count(row.totals.requests),
-             _count(row.totals.tokens.input),
-             _count(row.totals.tokens.cache_write_5m + row.totals.tokens.cache_write_1h),
-             _count(row.totals.tokens.cache_read), _count(row.totals.tokens.output), format_usd(row.cost),
-             format_usd(row.previous), _signed(row.variance, row.variance_percent),
-             format_usd(row.budget.limit) if row.budget else "", format_usd(row.budget.spent) if row.budget else "",
-             f"{row.budget.used:.1f}%" if row.budget else ""]
+             _compact(row.totals.tokens.input),
+             _compact(row.totals.tokens.cache_write_5m + row.totals.tokens.cache_write_1h
+                      + row.totals.tokens.cache_read),
+             _compact(row.totals.tokens.output), format_usd(row.cost), format_usd(row.previous),
+             _signed(row.variance, row.variance_percent), format_usd(row.budget.limit) if row.budget else "",
+             format_usd(row.budget.spent) if row.budget else "", f"{row.budget.used:.1f}%" if row.budget else ""]
             for row in table.rows]
     windows = sorted({row.budget.basis for row in table.rows if row.budget})
     facts = [
@@ -225,7 +232,7 @@ def chargeback_document(table: ChargebackTable, source: str, skipped: int) -> Do
                f"requests, {_signed(total.variance, total.variance_percent)} against {month.previous()}")
     table_title = "By cost center" + (f" and {item}" if item else "")
     return Document(summary=summary, facts=facts, data=data,
-                    sections=[Section(table_title, Table(columns, rows, numeric=frozenset(range(2, 13))))])
+                    sections=[Section(table_title, Table(columns, rows, numeric=frozenset(range(2, 12))))])
 
 
 def _signed(amount: Decimal, percent: Decimal | None) -> str:

@@ -48,8 +48,8 @@ def readable_errors() -> Iterator[None]:
     except (LedgerError, ValueError) as error:  # ValueError: ReportError, ReconcileError and bad values
         raise UsageError(str(error)) from None
     except psycopg.Error as error:  # never the DSN: psycopg's messages name the host, not the password
-        raise UsageError(f"PostgreSQL: {str(error).strip().splitlines()[0] if str(error).strip() else error!r}"
-                         ) from None
+        text = str(error).strip()
+        raise UsageError(f"PostgreSQL: {text.splitlines()[0] if text else type(error).__name__}") from None
     except OSError as error:
         raise UsageError(f"{error.filename or ''}: {error.strerror or error}") from None
 
