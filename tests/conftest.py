@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from cluster.controlplane import ControlPlane
-from spendgate.adapters.kube import Kube, load_configuration
 from database.postgres import PostgresServer
+from spendgate.adapters.kube import Kube, load_configuration
 
 
 @pytest.fixture(scope="session")
