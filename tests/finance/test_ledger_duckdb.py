@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 
 from cluster.controlplane import REPO_ROOT
 from finance.ledgerlines import line, write
-from spendgate.adapters.ledgerduck import LedgerFiles
+from spendgate.adapters.ledgerduck import LedgerFiles, fields_of
 from spendgate.adapters.ledgerfiles import LedgerError, read_ledgers
-from spendgate.logic.ledgerrecord import LedgerRecord
+from spendgate.logic.ledgerrecord import READABLE_VERSIONS, LedgerRecord, parse_record, record_line
 from spendgate.logic.usage import Dimension, Month, UsageTotals
 
 NOVEMBER = Month(2026, 11)
@@ -65,6 +65,17 @@ def test_a_synthetic_month_sums_exactly_as_the_shared_reader_reads_it(synthetic:
 
     assert duckdb_totals([synthetic]) == expected
     assert sum((totals.cost for totals in expected.values()), Decimal(0)) > Decimal(100)
+
+
+def test_the_lines_the_tools_write_are_read_by_duckdb_itself(synthetic: Path) -> None:
+    """The fast path is the usual one: every field the writers write is known here, whatever their order."""
+    store = LedgerFiles([synthetic])
+    store.load(NOVEMBER.start, NOVEMBER.end)
+
+    assert store.unusual_lines == 0
+    for version in READABLE_VERSIONS:
+        written = record_line(parse_record(line("req_1") | {"schemaVersion": version}))
+        assert sorted(written) == sorted(fields_of(version))
 
 
 def test_bad_lines_are_named_as_the_shared_reader_names_them(tmp_path: Path) -> None:

@@ -72,12 +72,12 @@ TABLE_COLUMNS: Final = (
 ROW_WIDTH: Final = len(RECORD_COLUMNS) + 1  # and the line
 
 
-# Every field of a line in the order the proxy writes them (requestBytes follows from v2 on), each read
-# as JSON so that its JSON type can be checked.
+# Every field of a v1 line, each read as JSON so that its JSON type can be checked; v2 adds V2_FIELDS.
 FIELDS: Final = ("schemaVersion", "time", "requestId", "method", "path",
                  *(name for name in OPTIONAL_TEXT if name != "errorType"), "stream", "tokens", "costUSD", "status",
                  "outcome", "errorType", "latencyMs", "upstreamMs", "addedMs", "decision", "flags", "bundleVersion")
-AS_JSON: Final = orjson.dumps({name: "JSON" for name in (*FIELDS, "requestBytes")}).decode()
+V2_FIELDS: Final = ("requestBytes", "exchangeId")
+AS_JSON: Final = orjson.dumps({name: "JSON" for name in (*FIELDS, *V2_FIELDS)}).decode()
 TIME_FORM: Final = (r"[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
                     r"(\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])")
 COST_FORM: Final = r"(0|[1-9][0-9]{0,19})(\.[0-9]{1,18})?"  # COST_PATTERN, within DECIMAL(38, 18)
@@ -113,21 +113,25 @@ def _in(expression: str, values: Iterable[str]) -> str:
     return f"coalesce({expression} IN ({', '.join(repr(value) for value in sorted(values))}), false)"
 
 
+def fields_of(version: str) -> tuple[str, ...]:
+    return (*FIELDS, *(V2_FIELDS if version != LEDGER_V1 else ()))
+
+
 def _keys(version: str) -> str:
-    names = [*FIELDS, *(["requestBytes"] if version != LEDGER_V1 else [])]
-    return "[" + ", ".join(repr(name) for name in names) + "]"
+    return "[" + ", ".join(repr(name) for name in sorted(fields_of(version))) + "]"
 
 
 def gate_checks() -> list[str]:
     """A line in the form `parse_record` accepts, strictly (see the module docstring). Built from
     ledgerrecord's constants. A JSON null and an absent field read alike in `j`; `keys` shows which are there:
-    exactly the version's fields in the proxy's order (another order is left to the shared parser)."""
+    exactly the version's fields, each once (a line with more is left to the shared parser)."""
     checks = [
         "NOT contains(line, '\\u')",  # \\u escapes (lone surrogates among them) are left to the shared parser
-        " OR ".join(f"({_text('schemaVersion')} = '{version}' AND keys = {_keys(version)})"
+        " OR ".join(f"({_text('schemaVersion')} = '{version}' AND list_sort(keys) = {_keys(version)})"
                     for version in READABLE_VERSIONS),
         _is("schemaVersion", "VARCHAR"),
         _is("requestBytes", "NULL", "UBIGINT"),
+        _is("exchangeId", "NULL", "VARCHAR"),
         f"{_is('time', 'VARCHAR')} AND regexp_full_match({_text('time')}, '{TIME_FORM}') "
         f"AND try_cast({_text('time')} AS TIMESTAMPTZ) IS NOT NULL",
         *(f"{_is(name, 'VARCHAR')} AND length({_text(name)}) > 0" for name in ("requestId", "method", "path")),
@@ -236,6 +240,7 @@ class LedgerFiles:
         self.parquet = [name for name in files if name.endswith(PARQUET_SUFFIX)]
         self.skip_bad_lines = skip_bad_lines
         self.skipped: list[LineProblem] = []
+        self.unusual_lines = 0  # lines read by the shared parser instead (see the module docstring)
         self.db = duckdb.connect()
         self.db.execute("SET TimeZone = 'UTC'")
         self._span: tuple[datetime, datetime] | None = None
@@ -267,7 +272,7 @@ class LedgerFiles:
             self._load_through_reader(start, end, keep_lines)
             return
         try:
-            problem_files = self._accept_unusual_lines(start, end, keep_lines) | self._repeated_in()
+            problem_files = self._accept_unusual_lines(keep_lines) | self._repeated_in()
             if problem_files:
                 self._bad_lines(sorted(problem_files))  # raises unless skipping them
                 self.db.execute("CREATE OR REPLACE TEMP TABLE read_lines AS SELECT * FROM read_lines WHERE valid "
@@ -278,10 +283,11 @@ class LedgerFiles:
         finally:
             self.db.execute("DROP TABLE IF EXISTS read_lines")
 
-    def _accept_unusual_lines(self, start: datetime, end: datetime, keep_lines: bool) -> set[str]:
+    def _accept_unusual_lines(self, keep_lines: bool) -> set[str]:
         """Lines not in the proxy's form go to the shared parser: counted if it accepts them. Returns the
         files of those it refuses."""
         unusual = self.db.execute("SELECT filename, line FROM read_lines WHERE NOT valid").fetchall()
+        self.unusual_lines += len(unusual)
         accepted, refused = [], set()
         for filename, line in unusual:
             try:
@@ -290,10 +296,9 @@ class LedgerFiles:
                 refused.add(filename)
                 continue
             _check_exact(record, filename)
-            if start <= record.time < end:
-                accepted.append(record_row(record, line if keep_lines else None))
-        if accepted:
-            self.db.executemany(f"INSERT INTO ledger_records VALUES ({', '.join(['?'] * ROW_WIDTH)})", accepted)
+            accepted.append((filename, line if keep_lines else None, True, *record_row(record, None)[:-1]))
+        if accepted:  # beside the lines DuckDB read, so that repeats among all of them are found
+            self.db.executemany(f"INSERT INTO read_lines VALUES ({', '.join(['?'] * (ROW_WIDTH + 2))})", accepted)
         return refused
 
     def _repeated_in(self) -> set[str]:
