@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
@@ -126,6 +126,8 @@ class LedgerWriter:
         self._scheduled = False
         self._failing = False
         self._metrics = metrics
+        # Further consumers of every line (the PostgreSQL sink): called with the line's bytes, must not block.
+        self.consumers: list[Callable[[bytes], None]] = []
         self._file: BinaryIO | None = self._open()
 
     def _open(self) -> BinaryIO:
@@ -148,7 +150,10 @@ class LedgerWriter:
 
         True when the line is written (`now`) or queued behind a healthy writer; False when it is
         queued behind a failing one (the caller must not journal it as written)."""
-        self._queue(orjson.dumps(line, option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE))
+        data = orjson.dumps(line, option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE)
+        self._queue(data)
+        for consume in self.consumers:
+            consume(data)
         if now or len(self._pending) >= FLUSH_LINES:
             return self.flush()
         if not self._scheduled:

@@ -38,6 +38,7 @@ from spendgate.proxy.bundles import BundleFile, BundleSource, ConfigMapBundle, P
 from spendgate.proxy.enforce import BudgetAdmission, prune_forever
 from spendgate.proxy.guard import ClientLimits
 from spendgate.proxy.ledger import STDOUT
+from spendgate.proxy.ledgersink import SinkConfigError, attach
 from spendgate.proxy.live import REQUEST_SECONDS, LiveSpend, Outage, retrying
 from spendgate.proxy.metrics import ControlPlaneCollector
 from spendgate.proxy.recovery import settle_interrupted
@@ -49,6 +50,8 @@ UPSTREAM_KEY_ENV = "ANTHROPIC_API_KEY"
 STATE_DIR_ENV = "SPENDGATE_STATE_DIR"
 JOURNAL_NAME = "spend.journal"
 NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a DNS-1123 label
+LEDGER_POSTGRES_ENV = "SPENDGATE_LEDGER_POSTGRES"
+SPILL_NAME = "ledger-postgres.spill"
 defaults = Settings(source=BundleFile(Path("bundle.json")), upstream_key="")
 
 
@@ -83,6 +86,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rotate the ledger file at this size (default %(default)s MiB)")
     parser.add_argument("--ledger-backups", type=int, default=defaults.ledger_backups,
                         help="rotated ledger files to keep (default %(default)s)")
+    parser.add_argument("--ledger-postgres", default=os.environ.get(LEDGER_POSTGRES_ENV), metavar="DSN",
+                        help=f"also store every ledger line in PostgreSQL (default: ${LEDGER_POSTGRES_ENV}; keep "
+                             "the password there or in PGPASSWORD, not on the command line)")
+    parser.add_argument("--ledger-postgres-spill", type=Path, metavar="PATH",
+                        help=f"where ledger lines wait while PostgreSQL is unreachable (default: "
+                             f"STATE_DIR/{SPILL_NAME})")
     parser.add_argument("--max-body-mib", type=int, default=defaults.max_body_bytes // MIB,
                         help="largest Messages / count_tokens body (default %(default)s MiB, as Anthropic)")
     parser.add_argument("--upstream-timeout", type=float, default=defaults.read_timeout, metavar="SECONDS",
@@ -238,6 +247,12 @@ def build(args: argparse.Namespace) -> Proxy:
     budgets = BudgetAdmission(tracker)
     settings = settings_from(args)
     proxy = Proxy(settings, admission=budgets, spend_sink=budgets)
+    if args.ledger_postgres:
+        try:
+            attach(proxy.ledger.consumers, proxy.companions, proxy.finalizers, args.ledger_postgres,
+                   args.ledger_postgres_spill or state_dir(args) / SPILL_NAME, proxy.metrics.registry)
+        except SinkConfigError as error:
+            raise ConfigError(str(error)) from None
     settle_interrupted(journal, tracker, proxy.ledger)  # before serving: a killed predecessor's requests
     live = None if args.policies is not None else live_loop(args, proxy, tracker)
     proxy.companions.append(partial(prune_forever, tracker, lambda: proxy.bundles.current.signed.bundle, live))
