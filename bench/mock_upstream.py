@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 from typing import Any, cast
 
@@ -73,13 +74,23 @@ def sse_events() -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
+# Each answer gets its own request id, as the API's do (a gateway's ledger is keyed on it): a
+# fixed-width slot in the prepared bytes, filled from a counter.
+REQUEST_ID_SLOT = b"req_bench_000000000000"
+REQUEST_IDS = itertools.count(1)
+
+
+def with_request_id(data: bytes) -> bytes:
+    return data.replace(REQUEST_ID_SLOT, b"req_bench_%012d" % next(REQUEST_IDS), 1)
+
+
 def chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 def non_stream_response() -> bytes:
     body = message_json()
-    head = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nrequest-id: req_bench\r\n"
+    head = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nrequest-id: " + REQUEST_ID_SLOT + b"\r\n"
             b"content-length: %d\r\n\r\n" % len(body))
     return head + body
 
@@ -90,7 +101,7 @@ def stream_writes() -> list[bytes]:
     One write per event, as a real upstream sends them, so a gateway reads (and relays) the stream
     in several pieces rather than as one buffer."""
     head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
-            b"request-id: req_bench\r\ntransfer-encoding: chunked\r\n\r\n")
+            b"request-id: " + REQUEST_ID_SLOT + b"\r\ntransfer-encoding: chunked\r\n\r\n")
     frames = [chunk(f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
               for name, data in sse_events()]
     frames[0] = head + frames[0]
@@ -145,10 +156,11 @@ class MockProtocol(asyncio.Protocol):
             return
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         if wants_stream(body):
-            for write in STREAM:
+            self.transport.write(with_request_id(STREAM[0]))
+            for write in STREAM[1:]:
                 self.transport.write(write)
         else:
-            self.transport.write(NON_STREAM)
+            self.transport.write(with_request_id(NON_STREAM))
 
 
 async def serve(host: str, port: int) -> None:
