@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from finance.mutations import JSON_VALUES, changed, paths
 from spendgate.logic.adminreports import ReportError, read_cost_report, read_usage_report
 
 # The documented example responses (platform.claude.com, Admin API: Get Cost Report, Get Messages Usage Report).
@@ -129,32 +130,12 @@ def test_negative_token_counts_and_text_that_is_not_json_are_refused() -> None:
         read_usage_report("{\"data\": [")
 
 
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                      max_size=3), max_leaves=8)
-
-
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            found += _paths(inner, (*prefix, key))
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            found += _paths(inner, (*prefix, index))
-    return found
-
-
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), replacement=JSON_VALUES)
 def test_any_value_anywhere_is_read_or_refused_with_report_error(data: st.DataObject, replacement: Any) -> None:
     """Whatever value replaces whatever part of a report, the reader answers with lines or a ReportError."""
     for example, reader in ((COST_EXAMPLE, read_cost_report), (USAGE_EXAMPLE, read_usage_report)):
         report = copy.deepcopy(example)
-        path = data.draw(st.sampled_from(_paths(report)[1:]))
-        target = report
-        for part in path[:-1]:
-            target = target[part]
-        target[path[-1]] = replacement
+        changed(report, data.draw(st.sampled_from(paths(report)[1:])), replacement)
         with contextlib.suppress(ReportError):
             reader(json.dumps(report))  # type: ignore[operator]

@@ -182,16 +182,21 @@ def admin_api() -> Iterator[tuple[str, web.Application]]:
     thread.join(5)
 
 
+def fetching(url: str, tmp_path: Path, key: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """reconcile fetching the reports from the local Admin API with the key in a file."""
+    key_file = tmp_path / "admin.key"
+    key_file.write_text(key)
+    return subprocess.run([SPENDGATE, "reconcile", "--period", "2026-11", "--ledger", str(LEDGER),
+                           "--admin-key-file", str(key_file), "--admin-api-url", url, *arguments],
+                          capture_output=True, text=True)
+
+
 def test_fetching_the_reports_with_an_admin_key_file_follows_every_page(admin_api: tuple[str, web.Application],
                                                                        tmp_path: Path) -> None:
     url, app = admin_api
-    key_file = tmp_path / "admin.key"
-    key_file.write_text("sk-ant-admin01-test-only-not-a-real-key\n")
 
-    result = subprocess.run([SPENDGATE, "reconcile", "--period", "2026-11", "--ledger", str(LEDGER),
-                             "--admin-key-file", str(key_file), "--admin-api-url", url, "--gateway-key", GATEWAY,
-                             "--save-reports", str(tmp_path / "saved"), "--output", "json"],
-                            capture_output=True, text=True)
+    result = fetching(url, tmp_path, "sk-ant-admin01-test-only-not-a-real-key\n", "--gateway-key", GATEWAY,
+                      "--save-reports", str(tmp_path / "saved"), "--output", "json")
 
     assert result.returncode == 0, result.stderr
     assert as_json(result)["matched"] is True
@@ -213,12 +218,8 @@ def test_fetching_the_reports_with_an_admin_key_file_follows_every_page(admin_ap
 def test_a_refused_admin_key_is_reported_without_the_key(admin_api: tuple[str, web.Application],
                                                          tmp_path: Path) -> None:
     url, _ = admin_api
-    key_file = tmp_path / "admin.key"
-    key_file.write_text("sk-ant-admin01-wrong-key-for-this-test")
 
-    result = subprocess.run([SPENDGATE, "reconcile", "--period", "2026-11", "--ledger", str(LEDGER),
-                             "--admin-key-file", str(key_file), "--admin-api-url", url],
-                            capture_output=True, text=True)
+    result = fetching(url, tmp_path, "sk-ant-admin01-wrong-key-for-this-test")
 
     assert result.returncode == 2
     assert result.stderr == ("error: Admin API /v1/organizations/cost_report: HTTP 401 authentication_error: "
