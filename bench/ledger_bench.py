@@ -102,10 +102,11 @@ def timed(argv: list[str], runs: int) -> list[float]:
 
 
 def report_commands(source: str, reports: Path) -> dict[str, list[str]]:
+    """`source`: paths separated by spaces, or a DSN."""
     return {
-        "chargeback": spendgate("chargeback", "--period", PERIOD, "--ledger", source, "--policies",
+        "chargeback": spendgate("chargeback", "--period", PERIOD, "--ledger", *source.split(), "--policies",
                                 str(REPO / "examples" / "policies"), "--output", "csv", "--out", os.devnull),
-        "reconcile": spendgate("reconcile", "--period", PERIOD, "--ledger", source, "--cost-report",
+        "reconcile": spendgate("reconcile", "--period", PERIOD, "--ledger", *source.split(), "--cost-report",
                                str(reports / f"cost-report-{PERIOD}.json"), "--usage-report",
                                str(reports / f"usage-report-{PERIOD}.json"), "--gateway-key", GATEWAY_KEY,
                                "--output", "json", "--out", os.devnull),
@@ -115,8 +116,10 @@ def report_commands(source: str, reports: Path) -> dict[str, list[str]]:
 def bench_reports(runs: int) -> list[tuple[str, list[float]]]:
     data = build_data()
     rows: list[tuple[str, list[float]]] = []
-    for label, source in (("embedded, JSON lines", data["ledger"]), ("embedded, compacted days", data["compacted"])):
-        for name, argv in report_commands(str(source), data["reports"]).items():
+    for label, sources in (("embedded, JSON lines", [data["ledger"]]),
+                           ("embedded, compacted days", [data["compacted"]]),
+                           ("embedded, JSON lines and their compacted days", [data["ledger"], data["compacted"]])):
+        for name, argv in report_commands(" ".join(map(str, sources)), data["reports"]).items():
             rows.append((f"{name}, {label}", timed(argv, runs)))
             log(f"{rows[-1][0]}: {summary(rows[-1][1])}")
     rows.append(("ledger compact (30 days)", [float((data_dir() / "compaction-seconds").read_text())]))

@@ -47,7 +47,11 @@ def test_only_closed_days_are_compacted_and_a_second_run_writes_nothing(ledger: 
 
     again = compact([ledger], out, datetime(2026, 11, 25, 0, 30, tzinfo=UTC), HOUR)
 
-    assert [(day.records, day.written) for day in again.days] == [(2, False)]
+    assert again.days == []  # the rotated file is listed as compacted: nothing to read, nothing to write
+    assert written.stat().st_mtime_ns == stamp
+    (out / "sources.json").unlink()  # without the list, the day is read again, and found unchanged
+    assert [(day.records, day.written) for day in compact([ledger], out, datetime(2026, 11, 25, 0, 30, tzinfo=UTC),
+                                                           HOUR).days] == [(2, False)]
     assert written.stat().st_mtime_ns == stamp
     assert total([ledger]) == (4, Decimal("3.750000015"))  # the JSON lines and the compacted day, each once
 
@@ -72,8 +76,7 @@ def test_a_line_that_arrives_late_for_a_compacted_day_is_counted_and_joins_the_d
     assert total([ledger]) == (5, Decimal("7.750000015"))
     result = compact([ledger], out, datetime(2026, 11, 25, 1, 0, tzinfo=UTC), HOUR)
 
-    assert [(day.day.isoformat(), day.records, day.written) for day in result.days] == [
-        ("2026-11-23", 3, True), ("2026-11-24", 2, False)]
+    assert [(day.day.isoformat(), day.records, day.written) for day in result.days] == [("2026-11-23", 3, True)]
     (ledger / "other-proxy.jsonl").unlink()
     assert total([ledger]) == (5, Decimal("7.750000015"))
 
@@ -95,3 +98,32 @@ def test_a_partial_file_left_by_a_crash_is_not_read(ledger: Path) -> None:
     (out / "day=2026-11-23" / ".ledger.parquet.4242.partial").write_bytes(b"PAR1 half written")
 
     assert total([ledger]) == (4, Decimal("3.750000015"))
+
+
+def test_json_lines_files_all_compacted_are_not_read_again_until_they_change(ledger: Path) -> None:
+    out = ledger / "compacted"
+    compact([ledger], out, datetime(2026, 11, 25, 0, 30, tzinfo=UTC), HOUR)  # only the 23rd is closed
+
+    store = LedgerFiles([ledger])
+    assert [Path(name).name for name in store.compacted_files] == ["ledger.jsonl.1"]
+    assert store.describe() == ("ledger files: 1 JSON-lines file and 1 compacted day and 1 JSON-lines file "
+                                "already compacted")
+    assert total([ledger]) == (4, Decimal("3.750000015"))
+
+    (ledger / "ledger.jsonl.1").rename(ledger / "ledger.jsonl.2")  # rotation renames: still known
+    assert len(LedgerFiles([ledger]).compacted_files) == 1
+    write(ledger / "late.jsonl", line("req_5", time="2026-11-23T11:00:00Z", cost="1"))
+    with (ledger / "ledger.jsonl.2").open("ab") as handle:  # a file written to again is read again
+        handle.write(b"\n")
+    assert LedgerFiles([ledger]).compacted_files == []
+    assert total([ledger]) == (5, Decimal("4.750000015"))
+
+
+def test_a_listed_file_whose_compacted_day_is_missing_is_read_again(ledger: Path) -> None:
+    out = ledger / "compacted"
+    compact([ledger], out, datetime(2026, 11, 25, 1, 0, tzinfo=UTC), HOUR)
+    (out / "day=2026-11-23" / "ledger.parquet").unlink()
+
+    assert [Path(name).name for name in LedgerFiles([ledger]).compacted_files] == ["ledger.jsonl"]
+    assert total([ledger]) == (4, Decimal("3.750000015"))
+    assert total([ledger / "ledger.jsonl.1"]) == (2, Decimal("1.75"))  # given alone, a file is always read

@@ -210,6 +210,62 @@ def _may_hold(name: str, start: datetime, end: datetime) -> bool:
     return day is None or (start.date() <= day <= end.date())
 
 
+# `spendgate ledger compact` lists in `OUT/sources.json` the JSON-lines files whose every record it has
+# compacted, by device, inode, size and modification time: a file renamed by rotation is still known, a
+# file written to since is not. Readers given the compacted days skip those files.
+MANIFEST: Final = "sources.json"
+
+
+def _identity(name: str) -> dict[str, int] | None:
+    try:
+        status = os.stat(name)
+    except OSError:
+        return None
+    return {"device": status.st_dev, "inode": status.st_ino, "size": status.st_size, "mtimeNs": status.st_mtime_ns}
+
+
+def _manifests(parquet: Sequence[str]) -> list[dict[str, Any]]:
+    """The entries of the manifests beside the compacted days being read (one per compacted folder)."""
+    folders = {Path(name).parent.parent for name in parquet if compacted_day(name) is not None}
+    entries: list[dict[str, Any]] = []
+    for folder in sorted(folders):
+        try:
+            listed = orjson.loads((folder / MANIFEST).read_bytes()).get("files", [])
+        except (OSError, orjson.JSONDecodeError, AttributeError):
+            continue  # no manifest (or an unreadable one): every JSON-lines file is read, which is always right
+        entries += [entry for entry in listed if isinstance(entry, dict)]
+    return entries
+
+
+def _matching(name: str, entries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    identity = _identity(name)
+    if identity is None:
+        return None
+    return next((entry for entry in entries if all(entry.get(key) == value for key, value in identity.items())), None)
+
+
+def _compacted(name: str, entries: Sequence[dict[str, Any]], parquet: Sequence[str]) -> bool:
+    """Listed as compacted, unchanged since, and every day it holds is among the compacted days read."""
+    entry = _matching(name, entries)
+    if entry is None:
+        return False
+    present = {compacted_day(file) for file in parquet}
+    return all(date.fromisoformat(day) in present for day in entry.get("days", ["-"]))
+
+
+def _write_manifest(out: Path, earlier: Sequence[dict[str, Any]], unchanged: Sequence[str],
+                    compacted: dict[str, list[date]]) -> None:
+    entries = [entry for name in unchanged if (entry := _matching(name, earlier)) is not None]
+    for name, days in sorted(compacted.items()):
+        identity = _identity(name)
+        if identity is not None:
+            entries.append({"name": Path(name).name, **identity, "days": [day.isoformat() for day in days]})
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / f".{MANIFEST}.{os.getpid()}.partial"
+    partial.write_bytes(orjson.dumps({"version": 1, "files": entries}, option=orjson.OPT_INDENT_2))
+    _durable_rename(partial, out / MANIFEST)
+
+
 def _check_exact(record: LedgerRecord, source: str) -> None:
     if record.cost != record.cost.quantize(SMALLEST) or record.cost >= LARGEST:
         raise LedgerError(f"{source}: request {record.request_id} costs {exact(record.cost)}, beyond the exact "
@@ -236,8 +292,13 @@ class LedgerFiles:
         files = ledger_files(paths)
         if STDIN in files:
             raise LedgerError("standard input (-): the report commands read ledger files; save the ledger first")
-        self.jsonl = [name for name in files if not name.endswith(PARQUET_SUFFIX)]
         self.parquet = [name for name in files if name.endswith(PARQUET_SUFFIX)]
+        self.manifests = _manifests(self.parquet)
+        jsonl = [name for name in files if not name.endswith(PARQUET_SUFFIX)]
+        # A JSON-lines file whose every record is in the compacted days read here, unchanged since: not read again.
+        self.compacted_files = [name for name in jsonl if _compacted(name, self.manifests, self.parquet)]
+        self.jsonl = [name for name in jsonl if name not in self.compacted_files]
+        self.file_days: dict[str, list[date]] = {}  # the UTC days of each JSON-lines file read (for compaction)
         self.skip_bad_lines = skip_bad_lines
         self.skipped: list[LineProblem] = []
         self.unusual_lines = 0  # lines read by the shared parser instead (see the module docstring)
@@ -248,6 +309,8 @@ class LedgerFiles:
     def describe(self) -> str:
         kinds = [f"{len(self.jsonl)} JSON-lines file{'s' * (len(self.jsonl) != 1)}"] if self.jsonl else []
         kinds += [f"{len(self.parquet)} compacted day{'s' * (len(self.parquet) != 1)}"] if self.parquet else []
+        compacted = len(self.compacted_files)
+        kinds += [f"{compacted} JSON-lines file{'s' * (compacted != 1)} already compacted"] if compacted else []
         return "ledger files: " + " and ".join(kinds)
 
     def load(self, start: datetime, end: datetime, keep_lines: bool = False) -> None:
@@ -280,6 +343,8 @@ class LedgerFiles:
             self.db.execute(f"INSERT INTO ledger_records SELECT {', '.join(RECORD_COLUMNS)}, "
                             f"{'line' if keep_lines else 'NULL'} FROM read_lines "
                             "WHERE valid AND time >= $start AND time < $end", span)
+            self.file_days = {filename: sorted(days) for filename, days in self.db.execute(
+                "SELECT filename, list(DISTINCT CAST(time AS DATE)) FROM read_lines WHERE valid GROUP BY 1").fetchall()}
         finally:
             self.db.execute("DROP TABLE IF EXISTS read_lines")
 
@@ -357,6 +422,8 @@ class LedgerFiles:
         closed = [day for day in days if _day_span(day, day)[1] + grace <= now.astimezone(UTC)]
         self._load_parquet(EARLIEST, LATEST, True, [name for name in self.parquet if compacted_day(name) in closed])
         written = [_write_day(self.db, out, day) for day in closed]
+        _write_manifest(out, self.manifests, self.compacted_files,
+                        {name: days for name, days in self.file_days.items() if set(days) <= set(closed)})
         return Compaction(written, [day for day in days if day not in closed])
 
     def usage(self, start: datetime, end: datetime, by: Sequence[Dimension]) -> list[UsageRow]:
@@ -375,7 +442,8 @@ def compact(paths: Sequence[str | Path], out: Path, now: datetime, grace: timede
     JSON lines and from its earlier file, each once, each line as written; it is written whole and
     renamed into place, so a crash leaves the old file or the new one. The JSON-lines files are
     left alone: readers count a record in both once, and the proxy's rotation removes them in time.
-    Running it again writes nothing new.
+    A file whose every record is compacted is listed in `out/sources.json` (see MANIFEST): until it
+    changes, readers of the compacted days skip it. Running it again writes nothing new.
     """
     earlier = [out] if out.is_dir() and any(out.rglob("*" + PARQUET_SUFFIX)) else []
     return LedgerFiles([*paths, *earlier]).compact(out, now, grace)
