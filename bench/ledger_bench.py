@@ -82,7 +82,7 @@ def build_data() -> dict[str, Path]:
         work = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
         started = time.monotonic()
         subprocess.run(spendgate("ledger", "compact", str(ledger.parent), "--out", str(work / "days"), "--now",
-                                 "2026-12-02T00:00:00Z"), check=True, capture_output=True)
+                                 "2026-12-03T00:00:00Z"), check=True, capture_output=True)
         (folder / "compaction-seconds").write_text(f"{time.monotonic() - started:.2f}")
         (work / "days").replace(compacted)
         shutil.rmtree(work)
@@ -147,7 +147,27 @@ def pin_server(postgres: PostgresServer, cpu: str) -> None:
         subprocess.run(["taskset", "-a", "-pc", cpu, process], capture_output=True, check=False)
 
 
-def bench_proxy(pairs: int, seconds: float) -> tuple[list[tuple[float, float]], dict[str, int]]:
+def cpu_seconds(service: gateway_bench.Service) -> float:
+    """The gateway process's user + system CPU seconds so far (what the sink costs it, whatever wrk manages)."""
+    assert service.process is not None
+    fields = Path(f"/proc/{service.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(service: gateway_bench.Service, body: Path, seconds: float) -> tuple[float, float]:
+    """(requests a second, gateway CPU microseconds a request) of one wrk run; again after a quiet spell when
+    other processes took CPU meanwhile (twice at most), as bench/run.py does."""
+    for attempt in range(3):
+        before = cpu_seconds(service)
+        result = gateway_bench.run_wrk(service.target(), body, seconds)
+        cost = (cpu_seconds(service) - before) / max(result.requests, 1) * 1e6
+        if result.foreign_percent < machine.QUIET_PERCENT or attempt == 2 or not machine.budget_left():
+            return result.rps, cost
+        machine.wait_quiet()
+    raise AssertionError("unreachable")
+
+
+def bench_proxy(pairs: int, seconds: float) -> tuple[list[tuple[float, float, float, float]], dict[str, int]]:
     workdir = Path(tempfile.mkdtemp(prefix="ledger-bench-proxy-"))
     body_files = gateway_bench.write_bodies(workdir)
     mock = gateway_bench.start_mock(workdir)
@@ -168,15 +188,16 @@ def bench_proxy(pairs: int, seconds: float) -> tuple[list[tuple[float, float]], 
                 gateway_bench.run_wrk(service.target(), body_files["small"], 3)  # warm-up
             results = []
             for pair in range(pairs):
-                rates = {}
+                rates, costs = {}, {}
                 for service in (with_sink, file_only) if pair % 2 == 0 else (file_only, with_sink):
                     other = [candidate for candidate in services if candidate is not service]
                     with gateway_bench.frozen(other):
-                        result = gateway_bench.run_wrk_undisturbed(service.target(), body_files["small"], seconds)
-                    rates[service.name] = result.rps
-                results.append((rates["spendgate-postgres"], rates["spendgate"]))
-                log(f"pair {pair + 1}/{pairs}: PostgreSQL sink {rates['spendgate-postgres']:,.0f} RPS, file ledger "
-                    f"{rates['spendgate']:,.0f} RPS, ratio {rates['spendgate-postgres'] / rates['spendgate']:.3f}")
+                        rates[service.name], costs[service.name] = measured(service, body_files["small"], seconds)
+                results.append((rates["spendgate-postgres"], rates["spendgate"], costs["spendgate-postgres"],
+                                costs["spendgate"]))
+                log(f"pair {pair + 1}/{pairs}: PostgreSQL sink {rates['spendgate-postgres']:,.0f} RPS "
+                    f"({costs['spendgate-postgres']:.0f} us CPU a request), file ledger {rates['spendgate']:,.0f} RPS "
+                    f"({costs['spendgate']:.0f} us), ratio {rates['spendgate-postgres'] / rates['spendgate']:.3f}")
             time.sleep(2)  # the sink's last batches
             counts = stored_and_written(dsn, workdir)
     finally:
@@ -196,7 +217,8 @@ def stored_and_written(dsn: str, workdir: Path) -> dict[str, int]:
     return {"stored": int(stored[0]) if stored else 0, **written}
 
 
-def markdown(rows: list[tuple[str, list[float]]], pairs: list[tuple[float, float]], counts: dict[str, int]) -> str:
+def markdown(rows: list[tuple[str, list[float]]], pairs: list[tuple[float, float, float, float]],
+             counts: dict[str, int]) -> str:
     today = datetime.date.today().isoformat()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip()
@@ -209,12 +231,17 @@ def markdown(rows: list[tuple[str, list[float]]], pairs: list[tuple[float, float
                   for name, s in rows]
         lines.append("")
     if pairs:
-        ratios = [sink / file for sink, file in pairs]
-        lines += ["| pair | PostgreSQL sink RPS | file ledger RPS | ratio |", "|---|---|---|---|"]
-        lines += [f"| {number} | {sink:,.0f} | {file:,.0f} | {sink / file:.3f} |"
-                  for number, (sink, file) in enumerate(pairs, start=1)]
-        lines += ["", f"Ratio: median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, max {max(ratios):.3f}. "
-                      f"Lines stored by the sink / written to the file ledgers: {json.dumps(counts)}", ""]
+        ratios = [sink / file for sink, file, _, _ in pairs]
+        cpu = [sink_cpu / file_cpu for _, _, sink_cpu, file_cpu in pairs]
+        lines += ["| pair | PostgreSQL sink RPS | file ledger RPS | RPS ratio | gateway CPU a request, sink / file | "
+                  "CPU ratio |", "|---|---|---|---|---|---|"]
+        lines += [f"| {number} | {sink:,.0f} | {file:,.0f} | {sink / file:.3f} | {sink_cpu:.0f} / {file_cpu:.0f} us "
+                  f"| {sink_cpu / file_cpu:.3f} |"
+                  for number, (sink, file, sink_cpu, file_cpu) in enumerate(pairs, start=1)]
+        lines += ["", f"RPS ratio: median {statistics.median(ratios):.3f}, min {min(ratios):.3f}, "
+                      f"max {max(ratios):.3f}; CPU a request ratio: median {statistics.median(cpu):.3f}, "
+                      f"min {min(cpu):.3f}, max {max(cpu):.3f}. Lines stored by the sink, and in the file ledgers: "
+                      f"{json.dumps(counts)}", ""]
     return "\n".join(lines)
 
 
