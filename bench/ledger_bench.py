@@ -212,8 +212,9 @@ def stored_and_written(dsn: str, workdir: Path) -> dict[str, int]:
 
     with psycopg.connect(dsn) as connection:
         stored = connection.execute("SELECT count(*) FROM ledger_records").fetchone()
-    ledgers = list(workdir.glob("spendgate-*/ledger.jsonl*"))
-    written = {path.parent.name: sum(1 for _ in path.open("rb")) for path in ledgers}
+    written: dict[str, int] = {}
+    for path in workdir.glob("spendgate-*/ledger.jsonl*"):  # with the rotated files
+        written[path.parent.name] = written.get(path.parent.name, 0) + sum(1 for _ in path.open("rb"))
     return {"stored": int(stored[0]) if stored else 0, **written}
 
 
