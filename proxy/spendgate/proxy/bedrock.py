@@ -38,8 +38,9 @@ EVENT_STREAM: Final = "application/vnd.amazon.eventstream"
 OPERATIONS: Final = {b"invoke": (Endpoint.MESSAGES, False), b"invoke-with-response-stream": (Endpoint.MESSAGES, True),
                      b"count-tokens": (Endpoint.COUNT_TOKENS, False)}
 PATH: Final = re.compile(rb"/model/([^/]+)/([a-z-]+)/?")
-# A model id's characters as a client sends them (ARNs percent-encode their slash).
+# A model id's characters as a client sends them (ARNs percent-encode their slash), and once decoded.
 MODEL_SEGMENT: Final = re.compile(rb"[A-Za-z0-9._:%-]+")
+MODEL_ID: Final = re.compile(r"[A-Za-z0-9._:/-]+")
 # A Bedrock id around the Anthropic model name: an ARN's or a geography's prefix, a version suffix.
 ID_PARTS: Final = re.compile(r"(?P<prefix>(?:.*/)?(?:[a-z-]+\.)?anthropic\.)(?P<name>claude-[a-z0-9-]+?)"
                              r"(?P<suffix>-v\d+(?::\d+)?)?")
@@ -67,7 +68,7 @@ class Bedrock(Provider):
             raise ProxyError("not_found_error", "the gateway serves POST /model/{model}/invoke, "
                                                 "/invoke-with-response-stream and /count-tokens of Amazon Bedrock")
         model = unquote(segment.decode("latin-1")) if MODEL_SEGMENT.fullmatch(segment) else ""
-        if model in ("", ".", "..") or not model.isprintable():
+        if model in (".", "..") or not MODEL_ID.fullmatch(model):
             raise ProxyError("invalid_request_error", "the model id in the path is not a Bedrock model id")
         endpoint, stream = OPERATIONS[operation]
         return Route(endpoint, model, stream)

@@ -42,6 +42,7 @@ class CloudUpstream:
 
     url: str
     authenticate: Authenticate = field(repr=False)
+    refresh: Callable[[], Coroutine[Any, Any, None]] = field(repr=False)  # keeps the credentials fresh, forever
 
 
 @dataclass(frozen=True)
