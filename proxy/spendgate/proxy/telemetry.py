@@ -281,19 +281,25 @@ class MetricFolder:
         key = (*base, *who)
         self.cost[key] = self.cost.get(key, Decimal(0)) + charge.cost
 
-    def data(self, resource: Resource) -> MetricsData:
+    def data(self, resource: Resource) -> MetricsData | None:
+        """The series so far as the SDK's data points (cumulative); None before the first request."""
         now = time.time_ns()
-        metrics = [
-            Metric("gen_ai.client.token.usage", "Number of input and output tokens used.", "{token}",
-                   HistogramData(self._points(self.tokens, now), AggregationTemporality.CUMULATIVE)),
-            Metric("gen_ai.client.operation.duration", "GenAI operation duration.", "s",
-                   HistogramData(self._points(self.durations, now), AggregationTemporality.CUMULATIVE)),
-            Metric("spendgate.cost", "Priced cost in US dollars (the ledger, not this sum, reconciles with an "
-                   "invoice).", "USD",
-                   Sum([NumberDataPoint(dict(labels), self.started_ns, now, float(total))
-                        for labels, total in list(self.cost.items())],
-                       AggregationTemporality.CUMULATIVE, is_monotonic=True)),
-        ]
+        metrics = []
+        if self.tokens:
+            metrics.append(Metric("gen_ai.client.token.usage", "Number of input and output tokens used.", "{token}",
+                                  HistogramData(self._points(self.tokens, now), AggregationTemporality.CUMULATIVE)))
+        if self.durations:
+            metrics.append(Metric("gen_ai.client.operation.duration", "GenAI operation duration.", "s",
+                                  HistogramData(self._points(self.durations, now),
+                                                AggregationTemporality.CUMULATIVE)))
+        if self.cost:
+            points = [NumberDataPoint(dict(labels), self.started_ns, now, float(total))
+                      for labels, total in list(self.cost.items())]
+            metrics.append(Metric("spendgate.cost", "Priced cost in US dollars (the ledger, not this sum, reconciles "
+                                  "with an invoice).", "USD",
+                                  Sum(points, AggregationTemporality.CUMULATIVE, is_monotonic=True)))
+        if not metrics:
+            return None
         return MetricsData([ResourceMetrics(resource, [ScopeMetrics(SCOPE, metrics, "")], "")])
 
     def _points(self, series: dict[Labels, Distribution], now: int) -> list[HistogramDataPoint]:
@@ -424,7 +430,8 @@ class Telemetry:
         if self._metrics is None:
             return
         data = self._folder.data(self._resource)
-        self._export("metrics", self._metrics.export(data) is MetricExportResult.SUCCESS, 0)
+        if data is not None:
+            self._export("metrics", self._metrics.export(data) is MetricExportResult.SUCCESS, 0)
 
     def _export(self, signal: str, ok: bool, count: int) -> None:
         """Count and log a failed export once per outage (and once when it ends)."""
