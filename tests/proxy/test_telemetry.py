@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from cluster.controlplane import binary_paths
-from proxy.proxy_harness import Keys, Running, StartGateway
+from proxy.proxy_harness import Keys, StartGateway
 from spendgate.proxy.telemetry import TelemetryConfig
 from spendgate.testing.upstream import TEXT, MockUpstream
 

@@ -7,6 +7,7 @@ usage, model and stop reason are those of the same events read as SSE.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 
 import pytest
@@ -28,7 +29,7 @@ frames = st.lists(st.tuples(st.dictionaries(names, st.text(max_size=40), max_siz
 
 def cut(data: bytes, cuts: list[int]) -> list[bytes]:
     bounds = [0, *sorted(cut % (len(data) + 1) for cut in cuts), len(data)]
-    return [data[start:end] for start, end in zip(bounds, bounds[1:], strict=False)]
+    return [data[start:end] for start, end in itertools.pairwise(bounds)]
 
 
 def decode(chunks: list[bytes]) -> list[Frame]:
