@@ -332,6 +332,55 @@ def spendgate_service(workdir: Path, upstream: str, port: int) -> Service:
     return Service("spendgate", argv, port, api_key=key, env={"ANTHROPIC_API_KEY": UPSTREAM_KEY})
 
 
+# Processes a gateway needs beside it (the OpenTelemetry Collector), stopped with the mock at the end.
+COMPANIONS: list[Service] = []
+COLLECTOR_CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: {host}:{port}
+exporters:
+  file:
+    path: /dev/null
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [file]}}
+    metrics: {{receivers: [otlp], exporters: [file]}}
+"""
+
+
+def start_collector(workdir: Path) -> str:
+    """A real OpenTelemetry Collector (hack/build-control-plane.sh otelcol) on the load core; its OTLP/HTTP URL."""
+    built = subprocess.run(["bash", str(REPO / "hack" / "build-control-plane.sh"), "otelcol"], capture_output=True,
+                           text=True, check=False)
+    if built.returncode != 0:
+        raise RuntimeError(f"the OpenTelemetry Collector could not be built: {built.stderr.strip()[-300:]}")
+    binary = built.stdout.strip().partition("=")[2]
+    port = free_port()
+    config = workdir / "otelcol.yaml"
+    config.write_text(COLLECTOR_CONFIG.format(host=HOST, port=port))
+    collector = Service("otelcol", [binary, f"--config=file:{config}"], port, api_key="", cpu=LOAD_CPU)
+    collector.start(workdir)
+    COMPANIONS.append(collector)
+    for _ in range(200):
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
+            return f"http://{HOST}:{port}"
+        time.sleep(0.05)
+    raise RuntimeError(f"the OpenTelemetry Collector did not listen: {collector.log_tail()}")
+
+
+def spendgate_otlp_service(workdir: Path, upstream: str, port: int) -> Service:
+    """spendgate, all features on, and every request exported to a real collector (spans and metrics)."""
+    service = spendgate_service(workdir, upstream, port)
+    service.name = "spendgate-otlp"
+    service.argv += ["--otlp-endpoint", start_collector(workdir)]
+    return service
+
+
 def spendgate_feature_flags(help_text: str, workdir: Path) -> list[str]:
     """Turn on (and point into the run's directory) whatever optional features the proxy offers."""
     flags: list[str] = []
@@ -366,6 +415,8 @@ def litellm_service(workdir: Path, upstream: str, port: int) -> Service:
 GATEWAYS = [
     Gateway("bare", "bare passthrough, raw ASGI (uvicorn, uvloop, httptools) + aiohttp client", bare_service),
     Gateway("spendgate", "spendgate proxy, all features on", spendgate_service, ready_limit_s=30.0),
+    Gateway("spendgate-otlp", "spendgate proxy, all features on, OTLP export to a collector", spendgate_otlp_service,
+            ready_limit_s=30.0),
     Gateway("litellm", f"LiteLLM {os.environ.get('LITELLM_VERSION', '1.100.5')} proxy, 1 worker", litellm_service),
 ]
 
@@ -559,6 +610,8 @@ def run(settings: Settings) -> str:
         for row in rows:
             if row.service is not None:
                 row.service.stop()
+        for companion in COMPANIONS:
+            companion.stop()
         mock.stop()
     log("policy compiler benchmark")
     compile_result = run_compile_benchmark()

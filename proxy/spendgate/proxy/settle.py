@@ -21,11 +21,12 @@ ledger line and settles the journal from it. So the two never disagree.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from time import perf_counter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spendgate.logic.pricing import Charge, PriceBook, PriceSource, Tokens
 from spendgate.proxy.admission import Decision, Endpoint, Estimate, Forward, Reject, Reroute
@@ -44,6 +45,9 @@ from spendgate.proxy.exchange import (
 )
 from spendgate.proxy.ledger import LedgerWriter, minimal_record, record
 from spendgate.proxy.metrics import NO_MODEL_LABEL, UNKNOWN_MODEL_LABEL, ProxyMetrics
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only by a proxy that exports
+    from spendgate.proxy.telemetry import Telemetry
 
 logger = logging.getLogger("spendgate.proxy")
 
@@ -91,11 +95,15 @@ def estimated_charge(estimate: Estimate) -> Charge:
 
 
 class Settler:
-    def __init__(self, ledger: LedgerWriter, metrics: ProxyMetrics, sink: SpendSink | None) -> None:
-        """Without a sink the ledger and metrics are the only records."""
+    def __init__(self, ledger: LedgerWriter, metrics: ProxyMetrics, sink: SpendSink | None,
+                 telemetry: Telemetry | None = None, servers: Mapping[str, tuple[str, int]] | None = None) -> None:
+        """Without a sink the ledger and metrics are the only records. `telemetry` (OpenTelemetry export,
+        when on) hears of every settled request; `servers` are the upstreams' addresses by provider."""
         self._ledger = ledger
         self._metrics = metrics
         self._sink = sink
+        self._telemetry = telemetry
+        self._servers = servers or {}
 
     def begin(self, exchange: Exchange) -> None:
         """Journal an admitted request as started, before it is forwarded. A journal that cannot be
@@ -130,7 +138,18 @@ class Settler:
         written = self._write_line(exchange, charge, now=journaled)
         if journaled:
             self._record_spend(exchange, charge, journal=written)
+        if self._telemetry is not None:
+            self._export(exchange, charge)
         return charge
+
+    def _export(self, exchange: Exchange, charge: Charge | None) -> None:
+        """Hand the request to OpenTelemetry export (a queue append); its failure is counted, never felt."""
+        assert self._telemetry is not None
+        try:
+            self._telemetry.finished(exchange, charge, self._servers.get(exchange.provider, ("", 0)))
+        except Exception:
+            self._metrics.settle_errors.labels("telemetry").inc()
+            logger.exception("telemetry failed on %s %s (%s)", exchange.method, exchange.path, exchange.id)
 
     def _charge(self, exchange: Exchange, prices: PriceBook) -> Charge | None:
         try:
