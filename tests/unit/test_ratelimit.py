@@ -1,0 +1,183 @@
+"""Rate limits as a pure sliding window: never more than the limit (plus the documented slack of a
+token limit) in any 60 seconds, whatever the arrivals, estimates and settlement times."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spendgate.logic.ratelimit import (
+    WINDOW_SECONDS,
+    Admitted,
+    Dimension,
+    Limit,
+    RateLimiter,
+    Refused,
+    SlidingWindow,
+    most_restrictive,
+)
+
+REQUESTS, INPUT, OUTPUT = Dimension.REQUESTS, Dimension.INPUT_TOKENS, Dimension.OUTPUT_TOKENS
+
+
+def limit(dimension: Dimension, per_minute: int, key: str = "alice") -> Limit:
+    return Limit((key, dimension), dimension, per_minute, f"developer {key}")
+
+
+def most_in_any_minute(events: Sequence[tuple[float, int]]) -> int:
+    """The largest total of (time, amount) events in any closed interval of 60 seconds."""
+    ordered = sorted(events)
+    best = 0
+    for start, _ in ordered:
+        best = max(best, sum(amount for at, amount in ordered if start <= at <= start + WINDOW_SECONDS))
+    return best
+
+
+gaps = st.floats(min_value=0, max_value=8, allow_nan=False)
+
+
+@settings(max_examples=200)
+@given(per_minute=st.integers(1, 25), arrivals=st.lists(gaps, min_size=1, max_size=150))
+def test_a_requests_limit_is_never_exceeded_in_any_minute(per_minute: int, arrivals: list[float]) -> None:
+    limiter, now, admitted = RateLimiter(), 1000.0, []
+    for gap in arrivals:
+        now += gap
+        if isinstance(limiter.admit([limit(REQUESTS, per_minute)], {REQUESTS: 1}, now), Admitted):
+            admitted.append((now, 1))
+    assert admitted
+    assert most_in_any_minute(admitted) <= per_minute
+
+
+@settings(max_examples=200)
+@given(per_minute=st.integers(1, 5000),
+       requests=st.lists(st.tuples(gaps, st.integers(0, 3000), st.integers(0, 3000)), min_size=1, max_size=100))
+def test_a_token_limit_settled_at_once_is_exceeded_by_the_last_request_only(
+        per_minute: int, requests: list[tuple[float, int, int]]) -> None:
+    limiter, now, admitted = RateLimiter(), 50.0, []
+    for gap, estimate, actual in requests:
+        now += gap
+        decision = limiter.admit([limit(INPUT, per_minute)], {INPUT: estimate}, now)
+        if isinstance(decision, Admitted):
+            limiter.settle(decision, {INPUT: actual}, now)
+            admitted.append((now, actual))
+    largest = max((actual for _, actual in admitted), default=0)
+    assert most_in_any_minute(admitted) <= per_minute - 1 + largest
+
+
+@settings(max_examples=200)
+@given(per_minute=st.integers(1, 5000),
+       requests=st.lists(st.tuples(gaps, st.integers(0, 3000), st.integers(0, 3000),
+                                   st.floats(min_value=0, max_value=90, allow_nan=False)), min_size=1, max_size=80))
+def test_a_token_limit_with_requests_in_flight_is_exceeded_by_their_surplus_at_most(
+        per_minute: int, requests: list[tuple[float, int, int, float]]) -> None:
+    """Real usage attributed to the moment each request was admitted. In any minute it is at most
+    per_minute - 1, plus the last admitted request's tokens, plus what the requests still in flight
+    then used beyond their estimates."""
+    limiter, now = RateLimiter(), 50.0
+    pending: list[tuple[float, int, int]] = []  # (settles at, admission number, actual) as a heap
+    admitted: list[tuple[float, int, int, float]] = []  # (at, estimate, actual, settles at)
+    holds: list[Admitted] = []
+    for gap, estimate, actual, duration in requests:
+        now += gap
+        while pending and pending[0][0] <= now:  # settlements due first
+            at, number, used = heapq.heappop(pending)
+            limiter.settle(holds[number], {INPUT: used}, at)
+        decision = limiter.admit([limit(INPUT, per_minute)], {INPUT: estimate}, now)
+        if isinstance(decision, Admitted):
+            heapq.heappush(pending, (now + duration, len(holds), actual))
+            holds.append(decision)
+            admitted.append((now, estimate, actual, now + duration))
+    for start, *_ in admitted:
+        inside = [request for request in admitted if start <= request[0] <= start + WINDOW_SECONDS]
+        last_at, _, last_actual, _ = inside[-1]
+        surplus = sum(max(0, actual - estimate) for at, estimate, actual, settles in inside[:-1] if settles > last_at)
+        assert sum(actual for _, _, actual, _ in inside) <= per_minute - 1 + last_actual + surplus
+
+
+@settings(max_examples=200)
+@given(per_minute=st.integers(1, 20), arrivals=st.lists(gaps, min_size=1, max_size=60),
+       later=st.floats(min_value=0, max_value=1, allow_nan=False))
+def test_a_refusal_says_exactly_when_to_come_back(per_minute: int, arrivals: list[float], later: float) -> None:
+    limiter, now = RateLimiter(), 7.25
+    limits = [limit(REQUESTS, per_minute), limit(OUTPUT, per_minute * 100)]
+    for gap in arrivals:
+        now += gap
+        limiter.admit(limits, {REQUESTS: 1, OUTPUT: 100}, now)
+    refused = limiter.admit(limits, {REQUESTS: 1, OUTPUT: 100}, now)
+    if not isinstance(refused, Refused):
+        return
+    free_at = refused.binding.free_at
+    assert now < free_at <= now + WINDOW_SECONDS + 1
+    assert 1 <= refused.retry_after(now) <= WINDOW_SECONDS
+    probe = RateLimiter()  # the same history, asked again just before and at free_at
+    replayed = now - sum(arrivals)
+    for gap in arrivals:
+        replayed += gap
+        probe.admit(limits, {REQUESTS: 1, OUTPUT: 100}, replayed)
+    if free_at - 0.001 > now:
+        assert isinstance(probe.admit(limits, {REQUESTS: 1, OUTPUT: 100}, free_at - 0.001), Refused)
+    assert isinstance(probe.admit(limits, {REQUESTS: 1, OUTPUT: 100}, free_at + later), Admitted)
+
+
+def test_a_refused_request_counts_nothing() -> None:
+    limiter = RateLimiter()
+    limits = [limit(REQUESTS, 1), limit(INPUT, 10)]
+    assert isinstance(limiter.admit(limits, {REQUESTS: 1, INPUT: 5}, 0.5), Admitted)
+    for attempt in range(5):
+        assert isinstance(limiter.admit(limits, {REQUESTS: 1, INPUT: 5}, 1.0 + attempt), Refused)
+    assert [reading.used for reading in limiter.readings(limits, 10.0)] == [1, 5]
+
+
+def test_the_binding_limit_is_the_one_that_frees_last() -> None:
+    limiter = RateLimiter()
+    developer, center = limit(REQUESTS, 2, "alice"), limit(REQUESTS, 3, "platform")
+    limiter.admit([center], {REQUESTS: 1}, 0.0)  # bob, earlier
+    limiter.admit([developer, center], {REQUESTS: 1}, 10.0)
+    limiter.admit([developer, center], {REQUESTS: 1}, 20.0)
+    refused = limiter.admit([developer, center], {REQUESTS: 1}, 30.0)
+    assert isinstance(refused, Refused)
+    assert refused.binding.limit == developer and refused.binding.free_at == 71.0  # the slot of 10.0, counted to 71
+    assert refused.retry_after(30.0) == 41
+    assert [reading.remaining for reading in refused.readings] == [0, 0]
+
+
+def test_a_refund_returns_to_its_slot_and_an_excess_is_counted_at_settlement() -> None:
+    limiter = RateLimiter()
+    tokens = limit(OUTPUT, 1000)
+    first = limiter.admit([tokens], {OUTPUT: 800}, 3.2)
+    assert isinstance(first, Admitted)
+    limiter.settle(first, {OUTPUT: 100}, 40.0)
+    assert limiter.readings([tokens], 40.0)[0].used == 100
+    second = limiter.admit([tokens], {OUTPUT: 100}, 50.0)
+    assert isinstance(second, Admitted)
+    limiter.settle(second, {OUTPUT: 400}, 70.0)  # 300 more, counted from 70
+    assert limiter.readings([tokens], 70.0)[0].used == 100 + 300  # the first slot (3) counted until 64
+    third = limiter.admit([tokens], {OUTPUT: 500}, 71.0)
+    assert isinstance(third, Admitted)
+    limiter.settle(third, {OUTPUT: 0}, 200.0)  # long after its slot stopped counting: nothing to take back
+    assert limiter.readings([tokens], 200.0)[0].used == 0
+
+
+def test_headers_report_the_most_restrictive_limit_per_dimension() -> None:
+    limiter = RateLimiter()
+    developer, center = limit(REQUESTS, 5, "alice"), limit(REQUESTS, 100, "platform")
+    key = limit(INPUT, 1000, "alice-laptop")
+    for second in range(4):
+        limiter.admit([developer, center, key], {REQUESTS: 1, INPUT: 10}, float(second))
+    chosen = most_restrictive(limiter.readings([developer, center, key], 4.0))
+    assert chosen[REQUESTS].limit == developer and chosen[REQUESTS].remaining == 1
+    assert chosen[INPUT].remaining == 960 and chosen[INPUT].empty_at == 3 + 61
+
+
+def test_an_empty_window_is_pruned_and_a_quiet_one_empties() -> None:
+    limiter = RateLimiter()
+    limiter.admit([limit(REQUESTS, 5, "alice")], {REQUESTS: 1}, 0.0)
+    limiter.admit([limit(REQUESTS, 5, "bob")], {REQUESTS: 1}, 30.0)
+    limiter.prune(61.0)
+    assert len(limiter) == 1
+    window = SlidingWindow()
+    window.add(5.5, 3)
+    assert (window.used(65.9), window.empty_at(65.9), window.used(66.0), window.empty_at(66.0)) == (3, 66, 0, 66.0)
