@@ -4,10 +4,11 @@ Nothing here reads a clock: every call takes `now`, seconds on a monotonic scale
 (the proxy passes time.monotonic(); tests pass what they like).
 
 A limit allows `per_minute` units (requests, input tokens or output tokens) in any 60 seconds.
-A window keeps what it admitted in one-second slots and counts a slot until 61 s after the slot
-began, that is as if everything in it happened at the slot's end: conservatively, so the amount
-admitted in any real 60-second interval is at most what the window counted when the last of it was
-admitted.
+A window keeps what it admitted in one-second slots (so it holds at most 61 of them, whatever the
+traffic) and counts a slot for 60 s after the latest instant anything went into it: as if everything
+in the slot happened then, so conservatively. The amount admitted in any real 60-second interval is
+therefore at most what the window counted when the last of it was admitted, and a refused caller
+never waits more than 60 s (the longest `retry-after` Claude Code follows).
 
 A dimension admits a request while its count is below the limit: something is left. A request
 costs 1, so a requests limit is never exceeded. Tokens are known only after the fact, so admission
@@ -31,8 +32,6 @@ from enum import StrEnum
 from typing import Final, NamedTuple
 
 WINDOW_SECONDS: Final = 60
-# A slot of one second counts for the window after its end: 61 s after it began.
-COUNTED_FOR: Final = WINDOW_SECONDS + 1
 
 
 class Dimension(StrEnum):
@@ -43,13 +42,22 @@ class Dimension(StrEnum):
     OUTPUT_TOKENS = "output-tokens"
 
 
+class _Slot:
+    __slots__ = ("amount", "latest", "second")
+
+    def __init__(self, second: int, latest: float) -> None:
+        self.second = second
+        self.latest = latest  # the last instant anything went in: the slot counts until 60 s after it
+        self.amount = 0
+
+
 class SlidingWindow:
     """Amounts admitted in the last minute, in one-second slots (at most 61 of them)."""
 
     __slots__ = ("_slots", "_total")
 
     def __init__(self) -> None:
-        self._slots: deque[list[int]] = deque()  # [second, amount], oldest first
+        self._slots: deque[_Slot] = deque()  # oldest first
         self._total = 0
 
     def used(self, now: float) -> int:
@@ -60,22 +68,23 @@ class SlidingWindow:
         """Count `amount` at `now`; returns the slot it went into (for a later refund)."""
         self._expire(now)
         second = math.floor(now)
-        if self._slots and self._slots[-1][0] >= second:  # the current slot (a clock never goes back here)
+        if self._slots and self._slots[-1].second >= second:  # the current slot (a clock never goes back here)
             slot = self._slots[-1]
+            slot.latest = max(slot.latest, now)
         else:
-            slot = [second, 0]
+            slot = _Slot(second, now)
             self._slots.append(slot)
-        slot[1] += amount
+        slot.amount += amount
         self._total += amount
-        return slot[0]
+        return slot.second
 
     def refund(self, second: int, amount: int, now: float) -> None:
         """Take back up to `amount` from the slot `add` returned, if it still counts."""
         self._expire(now)
         for slot in self._slots:
-            if slot[0] == second:
-                taken = min(amount, slot[1])
-                slot[1] -= taken
+            if slot.second == second:
+                taken = min(amount, slot.amount)
+                slot.amount -= taken
                 self._total -= taken
                 return
 
@@ -84,20 +93,20 @@ class SlidingWindow:
         remaining = self.used(now)
         if remaining < limit:
             return now
-        for second, amount in self._slots:
-            remaining -= amount
+        for slot in self._slots:
+            remaining -= slot.amount
             if remaining < limit:
-                return second + COUNTED_FOR
+                return slot.latest + WINDOW_SECONDS
         return now  # unreachable: an empty window counts nothing
 
     def empty_at(self, now: float) -> float:
         """When nothing is counted any more (Anthropic's "fully replenished")."""
-        return self._slots[-1][0] + COUNTED_FOR if self.used(now) else now
+        return self._slots[-1].latest + WINDOW_SECONDS if self.used(now) else now
 
     def _expire(self, now: float) -> None:
         slots = self._slots
-        while slots and slots[0][0] + COUNTED_FOR <= now:
-            self._total -= slots.popleft()[1]
+        while slots and slots[0].latest + WINDOW_SECONDS <= now:
+            self._total -= slots.popleft().amount
 
 
 class Limit(NamedTuple):
@@ -147,10 +156,9 @@ class Refused(NamedTuple):
     readings: tuple[Reading, ...]
 
     def retry_after(self, now: float) -> int:
-        """Whole seconds until `free_at`, at least 1 and at most 60: Claude Code gives up at once on a
-        longer wait, and the longest is 61 s (a minute of one-second slots, counted to their end), in
-        which case the client is refused once more with `retry-after: 1`."""
-        return min(WINDOW_SECONDS, max(1, math.ceil(self.binding.free_at - now)))
+        """Whole seconds until `free_at`: at least 1, at most 60 (to the microsecond: float sums such as
+        t + 60 - t are not always exactly 60)."""
+        return min(WINDOW_SECONDS, max(1, math.ceil(round(self.binding.free_at - now, 6))))
 
 
 class RateLimiter:

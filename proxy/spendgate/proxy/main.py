@@ -41,6 +41,7 @@ from spendgate.proxy.guard import ClientLimits
 from spendgate.proxy.ledger import STDOUT
 from spendgate.proxy.live import REQUEST_SECONDS, LiveSpend, Outage, retrying
 from spendgate.proxy.metrics import ControlPlaneCollector
+from spendgate.proxy.ratelimits import RateLimits
 from spendgate.proxy.recovery import settle_interrupted
 from spendgate.proxy.server import MIB, CloudUpstream, Proxy, Settings
 
@@ -115,6 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     enforcement.add_argument("--proxy-name", default=os.environ.get("POD_NAME") or socket.gethostname(),
                              help="this proxy's SpendReport name (default: $POD_NAME, else the host name)")
     enforcement.add_argument("--kubeconfig", type=Path, help="cluster: default in-cluster, then ~/.kube/config")
+    enforcement.add_argument("--rate-limit-replicas", type=int, default=1, metavar="N",
+                             help="enforce 1/N of each rate limit here, for N replicas sharing callers (default 1: "
+                                  "each replica enforces the whole limit; docs/proxy.md, \"Rate limits\")")
     parser.add_argument("--reload-interval", type=float, default=defaults.reload_interval, metavar="SECONDS",
                         help="how often the bundle source is checked for changes (default %(default)s)")
     clouds = parser.add_argument_group("Claude on Amazon Bedrock and Google Vertex AI (docs/proxy.md, \"Bedrock "
@@ -306,8 +310,10 @@ def build(args: argparse.Namespace) -> Proxy:
         journal = SpendJournal(state_dir(args) / JOURNAL_NAME)
     except OSError as error:
         raise ConfigError(f"cannot open the spend journal in {state_dir(args)}: {error.strerror}") from None
+    if args.rate_limit_replicas < 1:
+        raise ConfigError(f"--rate-limit-replicas must be at least 1, not {args.rate_limit_replicas}")
     tracker = SpendTracker(journal)
-    budgets = BudgetAdmission(tracker)
+    budgets = BudgetAdmission(tracker, RateLimits(args.rate_limit_replicas))
     settings = settings_from(args)
     proxy = Proxy(settings, admission=budgets, spend_sink=budgets)
     for cloud in (settings.bedrock, settings.vertex):
