@@ -16,12 +16,12 @@ from collections.abc import Sequence
 
 from spendgate.adapters.keysfile import KeysFileError
 from spendgate.adapters.keystores import KeyStoreError
-from spendgate.cli import audit, diff, dryrun, keys, ledger, policies
+from spendgate.cli import audit, diff, dryrun, keys, ledger, policies, status
 from spendgate.cli.common import HelpFormatter, UsageError
 
 DEBUG_ENV = "SPENDGATE_DEBUG"
 # Command groups, in the order `spendgate --help` lists them.
-COMMAND_MODULES = (policies, diff, dryrun, keys, ledger, audit)
+COMMAND_MODULES = (policies, diff, dryrun, keys, ledger, audit, status)
 # Subcommands that live with their component: module path, each with add_arguments() and run().
 COMPONENT_COMMANDS = {
     "proxy": ("spendgate.proxy.main", "run the gateway (standalone with --policies, or from a bundle)"),

@@ -25,6 +25,7 @@ from functools import lru_cache
 from typing import Final, NamedTuple
 
 from spendgate.api.v1alpha1 import BudgetState
+from spendgate.logic.budgetview import BudgetViews, budget_views
 from spendgate.logic.enforcement import (
     Action,
     BudgetIndex,
@@ -172,6 +173,14 @@ class BudgetAdmission:
             ("x-spendgate-budget", standing.budget.id),
         )
         return Reject(429, "billing_error", pause_message(standing, index), describe_decision(decision), headers)
+
+    # BudgetReader: the admin port's /budgets and a developer's own -----------------------------
+
+    def all_budgets(self, signed: SignedBundle, now: datetime) -> BudgetViews:
+        return budget_views(signed.bundle.budgets, self._tracker.settled, now)
+
+    def budgets_of(self, signed: SignedBundle, caller: Caller, now: datetime) -> BudgetViews:
+        return budget_views(self._index(signed).budgets_for(caller), self._tracker.settled, now)
 
     # SpendSink -----------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import kubernetes
 import uvloop
 
-from spendgate.adapters.journal import SpendJournal
+from spendgate.adapters.journal import JOURNAL_NAME, SpendJournal, default_state_dir
 from spendgate.adapters.kube import Kube, load_configuration
 from spendgate.logic.tracker import SpendTracker
 from spendgate.logic.windows import utc_now
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("spendgate.proxy")
 
 UPSTREAM_KEY_ENV = "ANTHROPIC_API_KEY"
-STATE_DIR_ENV = "SPENDGATE_STATE_DIR"
-JOURNAL_NAME = "spend.journal"
 NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a DNS-1123 label
 defaults = Settings(source=BundleFile(Path("bundle.json")), upstream_key="")
 
@@ -251,11 +249,7 @@ def kube_configuration(args: argparse.Namespace) -> kubernetes.client.Configurat
 
 
 def state_dir(args: argparse.Namespace) -> Path:
-    if args.state_dir is not None:
-        return Path(args.state_dir)
-    if os.environ.get(STATE_DIR_ENV):
-        return Path(os.environ[STATE_DIR_ENV])
-    return Path.home() / ".local" / "state" / "spendgate" / str(args.port)
+    return Path(args.state_dir) if args.state_dir is not None else default_state_dir(args.port)
 
 
 def report_namespace(args: argparse.Namespace) -> tuple[str, str]:
@@ -315,7 +309,7 @@ def build(args: argparse.Namespace) -> Proxy:
     tracker = SpendTracker(journal)
     budgets = BudgetAdmission(tracker, RateLimits(args.rate_limit_replicas))
     settings = settings_from(args)
-    proxy = Proxy(settings, admission=budgets, spend_sink=budgets)
+    proxy = Proxy(settings, admission=budgets, spend_sink=budgets, budgets=budgets)
     for cloud in (settings.bedrock, settings.vertex):
         if cloud is not None:
             proxy.companions.append(cloud.refresh)
