@@ -22,8 +22,8 @@ from spendgate.adapters.journal import SpendJournal
 from spendgate.api.v1alpha1 import Period
 from spendgate.logic.budgetview import BudgetViews
 from spendgate.logic.spend import format_money
-from spendgate.logic.windows import window_at
 from spendgate.logic.tracker import SpendTracker
+from spendgate.logic.windows import window_at
 from spendgate.proxy.enforce import BudgetAdmission
 from spendgate.testing.upstream import MockUpstream
 
