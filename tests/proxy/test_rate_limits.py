@@ -7,15 +7,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import anthropic
 import pytest
 
-from proxy.proxy_harness import Keys, Running, StartGateway, assert_anthropic_error, message_request
+from proxy.proxy_harness import Clock, Keys, Running, StartGateway, assert_anthropic_error, message_request
 from spendgate.adapters.journal import SpendJournal
+from spendgate.api.v1alpha1 import Period
 from spendgate.logic.tracker import SpendTracker
+from spendgate.logic.windows import window_at
 from spendgate.proxy.enforce import BudgetAdmission
 from spendgate.proxy.ratelimits import RateLimits
 from spendgate.testing.upstream import MockUpstream, Reply, Scenario
@@ -25,16 +28,6 @@ OPUS = "claude-opus-5-5"
 USAGE = {"input_tokens": 100, "cache_creation_input_tokens": 200, "cache_read_input_tokens": 5_000,
          "output_tokens": 1_000}
 ANSWER = Scenario(content=({"type": "text", "text": "ok"},), usage=USAGE)
-
-
-class Clock:
-    """Monotonic time that a test can move forward (the SDK's and Claude Code's waits stay real)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.offset
 
 
 def limit(policies: Path, center: str, limits: str) -> None:
@@ -143,10 +136,8 @@ async def test_a_paused_budget_is_said_before_a_rate_limit(
         start_gateway: StartGateway, policies: Path, keys: Keys, answering: MockUpstream, tmp_path: Path) -> None:
     limit(policies, "platform", "{perDeveloper: {requestsPerMinute: 1}}")
     journal = SpendJournal(tmp_path / "journal")
-    from spendgate.api.v1alpha1 import Period
-    from spendgate.logic.windows import window_at
     today = window_at(Period.DAILY, "Europe/Berlin", datetime.now(UTC)).id
-    journal.append("earlier", [("ai-budgets/alice-daily", today)], __import__("decimal").Decimal("45"))
+    journal.append("earlier", [("ai-budgets/alice-daily", today)], Decimal("45"))
     budgets = BudgetAdmission(SpendTracker(journal), RateLimits())
     running = await start_gateway(admission=budgets, spend_sink=budgets)
     for _ in range(2):
