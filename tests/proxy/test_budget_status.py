@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -205,3 +206,12 @@ async def test_statusline_says_what_is_wrong_in_one_line(start_gateway: StartGat
     running = await enforcing(start_gateway, tmp_path)
     code, out, err = await spendgate("statusline", env=claude_code_env(running, **overrides))
     assert code == 1 and len(out.splitlines()) == 1 and words in out and err == "", (out, err)
+
+
+def test_the_status_line_starts_lean() -> None:
+    """Claude Code runs it after every turn: neither the Kubernetes client nor aiohttp is imported."""
+    probe = ("import sys\nfrom spendgate.cli import main\nmain(['statusline', '--gateway', 'http://127.0.0.1:9'])\n"
+             "print(sorted({name.split('.')[0] for name in sys.modules} & {'kubernetes', 'aiohttp', 'kopf'}))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "ANTHROPIC_API_KEY": "sk-sg-x"})
+    assert result.stdout.splitlines()[-1] == "[]", result.stdout + result.stderr

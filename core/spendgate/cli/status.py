@@ -1,19 +1,14 @@
-"""`spendgate status` and `spendgate statusline`: budgets as `kubectl get budgets` shows them, without a cluster.
+"""`spendgate status`: every budget as `kubectl get budgets` shows it, without a cluster.
 
-status      every budget: from a running gateway's admin port (`--admin URL`, its `/budgets`), or from
-            the policies and the proxy's state directory (`--policies DIR`, the spend journal);
-            `--watch` prints again whenever something changed.
-statusline  one line for Claude Code's `statusLine` setting: the developer's fullest budget, read from
-            the gateway with their own virtual key (`GET /spendgate/v1/budgets`), from the environment
-            Claude Code gives the command (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN,
-            ANTHROPIC_CUSTOM_HEADERS for the repository tag).
+From a running gateway's admin port (`--admin URL`, its `/budgets`), or from the policies and the
+proxy's state directory (`--policies DIR`, the spend journal); `--watch` prints again whenever
+something changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from datetime import UTC, datetime
@@ -21,24 +16,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Final
 
-import httpx
-from pydantic import ValidationError
-
 from spendgate.adapters.journal import JOURNAL_NAME, default_state_dir, read_journal, totals
 from spendgate.adapters.policyfiles import compile_directory
+from spendgate.cli.budgetsource import SourceError, fetch, seconds
 from spendgate.cli.common import Commands, UsageError, command
 from spendgate.cli.output import Document, Section, Table, add_output_flag, render
-from spendgate.logic.budgetview import BudgetViews, budget_views, status_line
+from spendgate.logic.budgetview import BudgetViews, budget_views
 from spendgate.logic.spend import format_money
 
 COLUMNS: Final = ("NAME", "COSTCENTER", "SCOPE", "LIMIT", "SPENT", "USED", "STATE", "RESETS")
-OWN_BUDGETS: Final = "/spendgate/v1/budgets"
-TAG_HEADERS: Final = ("x-spendgate-repo",)  # the tags that decide which budgets cover the developer
 DEFAULT_PORT: Final = 8787
-
-
-class SourceError(Exception):
-    """The gateway or the state directory could not be read; the message says which and why."""
 
 
 # status ----------------------------------------------------------------------------------------
@@ -116,31 +103,6 @@ def journal_views(policies: Path, journal: Path, now: datetime) -> BudgetViews:
     return budget_views(compiled.bundle.bundle.budgets, spent_in, now)
 
 
-def fetch(url: str, headers: dict[str, str], timeout: float) -> BudgetViews:
-    """Budget views from a gateway; whatever goes wrong is one SourceError naming the URL."""
-    try:
-        response = httpx.get(url, headers=headers, timeout=timeout)
-    except httpx.HTTPError as error:
-        raise SourceError(f"cannot reach {url}: {error or type(error).__name__}") from None
-    if response.status_code != 200:
-        raise SourceError(f"{url} answered {response.status_code}: {_error_message(response)}")
-    try:
-        return BudgetViews.model_validate_json(response.content)
-    except ValidationError as error:
-        problem = error.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "the document"
-        raise SourceError(f"{url} answered something that is not a list of budgets ({where}: {problem['msg']}); "
-                          "is it a spendgate gateway?") from None
-
-
-def _error_message(response: httpx.Response) -> str:
-    """The message of an Anthropic-shaped error, else the start of the body."""
-    try:
-        return str(response.json()["error"]["message"])[:200]
-    except (ValueError, KeyError, TypeError):
-        return response.text.strip()[:200] or "(empty)"
-
-
 def status_document(views: BudgetViews, source: str) -> Document:
     rows = [[view.id, view.costCenter, view.scope, format_money(Decimal(view.limitUSD)),
              format_money(Decimal(view.spentUSD)), view.percentUsed, view.state.value, view.windowEnd]
@@ -152,48 +114,7 @@ def status_document(views: BudgetViews, source: str) -> Document:
                     data=views.model_dump(mode="json"))
 
 
-# statusline ------------------------------------------------------------------------------------
-
-
-def _statusline(args: argparse.Namespace) -> int:
-    """One line on stdout whatever happens (Claude Code shows the first line of what the command
-    prints); exit 1 when it is an error."""
-    try:
-        views = fetch(*own_request(args.gateway, os.environ), timeout=args.timeout)
-    except SourceError as error:
-        print(f"spendgate: {error}")
-        return 1
-    print(status_line(views, datetime.now().astimezone().tzinfo or UTC))
-    return 0
-
-
-def own_request(gateway: str | None, environ: dict[str, str] | os._Environ[str]) -> tuple[str, dict[str, str]]:
-    """The URL and headers of the developer's own budget request, from Claude Code's environment."""
-    base = gateway or environ.get("ANTHROPIC_BASE_URL")
-    if not base:
-        raise SourceError("ANTHROPIC_BASE_URL is not set (or pass --gateway URL): which gateway?")
-    headers = {}
-    if environ.get("ANTHROPIC_API_KEY"):
-        headers["x-api-key"] = environ["ANTHROPIC_API_KEY"]
-    if environ.get("ANTHROPIC_AUTH_TOKEN"):
-        headers["authorization"] = f"Bearer {environ['ANTHROPIC_AUTH_TOKEN']}"
-    if not headers:
-        raise SourceError("no virtual key: set ANTHROPIC_API_KEY or ANTHROPIC_AUTH_TOKEN")
-    for line in environ.get("ANTHROPIC_CUSTOM_HEADERS", "").splitlines():
-        name, _, value = line.partition(":")
-        if name.strip().lower() in TAG_HEADERS and value.strip():
-            headers[name.strip().lower()] = value.strip()
-    return base.rstrip("/") + OWN_BUDGETS, headers
-
-
 # registration ----------------------------------------------------------------------------------
-
-
-def _seconds(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
 
 
 def register(commands: Commands) -> None:
@@ -209,14 +130,8 @@ def register(commands: Commands) -> None:
     source.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help=f"the proxy's client port, for the default state directory (default {DEFAULT_PORT})")
     status.add_argument("--watch", "-w", action="store_true", help="print again whenever something changes")
-    status.add_argument("--interval", type=_seconds, default=2.0, metavar="SECONDS",
+    status.add_argument("--interval", type=seconds, default=2.0, metavar="SECONDS",
                         help="how often --watch looks (default %(default)s)")
-    status.add_argument("--timeout", type=_seconds, default=5.0, metavar="SECONDS",
+    status.add_argument("--timeout", type=seconds, default=5.0, metavar="SECONDS",
                         help="for the admin port's answer (default %(default)s)")
     add_output_flag(status)
-
-    line = command(commands, "statusline", _statusline,
-                   "one line for Claude Code's statusLine: your fullest budget, read with your virtual key")
-    line.add_argument("--gateway", metavar="URL", help="default: $ANTHROPIC_BASE_URL")
-    line.add_argument("--timeout", type=_seconds, default=2.0, metavar="SECONDS",
-                      help="for the gateway's answer (default %(default)s)")
