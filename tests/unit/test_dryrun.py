@@ -52,6 +52,25 @@ def test_diff_speaks_policy(tmp_path: Path) -> None:
     assert diff_bundles(BASE.bundle, BASE.bundle) == []
 
 
+def test_diff_names_every_rate_limit_that_changes(tmp_path: Path) -> None:
+    head = tmp_path / "head"
+    shutil.copytree(EXAMPLES, head)
+    centers = head / "10-costcenters.yaml"
+    centers.write_text(centers.read_text().replace(
+        "  members: [alice, bob, carol]\n",
+        "  members: [alice, bob, carol]\n  rateLimits: {perDeveloper: {requestsPerMinute: 60}, "
+        "total: {outputTokensPerMinute: 1000000}}\n"))
+    limited = open_policies(str(head)).result.bundle.bundle
+    assert [str(change) for change in diff_bundles(BASE.bundle, limited)] == [
+        "platform: rate limit perDeveloper requests none -> 60/min",
+        "platform: rate limit total output tokens none -> 1,000,000/min",
+    ]
+    centers.write_text(centers.read_text().replace("requestsPerMinute: 60", "requestsPerMinute: 120"))
+    raised = open_policies(str(head)).result.bundle.bundle
+    assert [str(change) for change in diff_bundles(limited, raised)] == [
+        "platform: rate limit perDeveloper requests 60/min -> 120/min"]
+
+
 def git(repo: Path, *arguments: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *arguments], check=True, capture_output=True, text=True).stdout
 
