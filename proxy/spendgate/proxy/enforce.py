@@ -139,11 +139,12 @@ class BudgetAdmission:
     def _rate_limit(self, request: AdmissionRequest, input_tokens: int, output_tokens: int) -> Admitted | Reject | None:
         """Count the request against the caller's rate limits: the body's tokens, but no more than the
         developer's recent p90 of uncached input (most of a Claude Code body is cached context)."""
-        if self._rates is None:
+        rates, identity = self._rates, request.attribution.identity
+        limits = rates.limits_for(request.bundle, identity) if rates is not None else ()
+        if rates is None or not limits:
             return None
-        identity = request.attribution.identity
         uncached = min(input_tokens, self._inputs.tokens(identity.developer, input_tokens))
-        return self._rates.admit(request.bundle, identity, uncached, output_tokens, request.now)
+        return rates.admit(limits, uncached, output_tokens, request.now)
 
     def _index(self, signed: SignedBundle) -> BudgetIndex:
         """Built once per bundle: the hot path only does dictionary lookups."""

@@ -100,12 +100,13 @@ class RateLimits:
         self._limiter = RateLimiter()
         self._indexed: tuple[str, LimitIndex] | None = None
 
-    def admit(self, signed: SignedBundle, identity: Identity, input_tokens: int, output_tokens: int,
-              now: datetime) -> Admitted | Reject | None:
-        """None when no limit binds the caller; else the request counted (its estimate), or the 429."""
-        limits = self._index(signed).limits_for(identity)
-        if not limits:
-            return None
+    def limits_for(self, signed: SignedBundle, identity: Identity) -> tuple[Limit, ...]:
+        """The limits that bind the caller (none: nothing to count)."""
+        return self._index(signed).limits_for(identity)
+
+    def admit(self, limits: tuple[Limit, ...], input_tokens: int, output_tokens: int, now: datetime
+              ) -> Admitted | Reject:
+        """The request counted against `limits` (with its estimate), or the 429."""
         clock = self._clock()
         decision = self._limiter.admit(
             limits, {REQUESTS: 1, INPUT_TOKENS: input_tokens, OUTPUT_TOKENS: output_tokens}, clock)
@@ -116,9 +117,6 @@ class RateLimits:
     def settle(self, admitted: Admitted, input_tokens: int, output_tokens: int) -> None:
         """The tokens the request really used (0 and 0 when nothing billable came back)."""
         self._limiter.settle(admitted, {INPUT_TOKENS: input_tokens, OUTPUT_TOKENS: output_tokens}, self._clock())
-
-    def readings(self, signed: SignedBundle, identity: Identity) -> tuple[Reading, ...]:
-        return self._limiter.readings(self._index(signed).limits_for(identity), self._clock())
 
     def _index(self, signed: SignedBundle) -> LimitIndex:
         if self._indexed is None or self._indexed[0] != signed.contentHash:
