@@ -10,8 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spendgate.logic.ratelimit import (
+    DIMENSIONS,
     WINDOW_SECONDS,
     Admitted,
+    Counts,
     Dimension,
     Limit,
     RateLimiter,
@@ -23,8 +25,17 @@ from spendgate.logic.ratelimit import (
 REQUESTS, INPUT, OUTPUT = Dimension.REQUESTS, Dimension.INPUT_TOKENS, Dimension.OUTPUT_TOKENS
 
 
-def limit(dimension: Dimension, per_minute: int, key: str = "alice") -> Limit:
-    return Limit((key, dimension), dimension, per_minute, f"developer {key}")
+def limit(key: str = "alice", requests: int | None = None, input_tokens: int | None = None,
+          output_tokens: int | None = None) -> Limit:
+    return Limit(key, (requests, input_tokens, output_tokens), f"developer {key}")
+
+
+def counts(requests: int = 0, input_tokens: int = 0, output_tokens: int = 0) -> Counts:
+    return requests, input_tokens, output_tokens
+
+
+def used(limiter: RateLimiter, which: Limit, now: float) -> dict[Dimension, int]:
+    return {reading.dimension: reading.used for reading in limiter.readings([which], now)}
 
 
 def most_in_any_minute(events: Sequence[tuple[float, int]]) -> int:
@@ -45,7 +56,7 @@ def test_a_requests_limit_is_never_exceeded_in_any_minute(per_minute: int, arriv
     limiter, now, admitted = RateLimiter(), 1000.0, []
     for gap in arrivals:
         now += gap
-        if isinstance(limiter.admit([limit(REQUESTS, per_minute)], {REQUESTS: 1}, now), Admitted):
+        if isinstance(limiter.admit([limit(requests=per_minute)], counts(1), now), Admitted):
             admitted.append((now, 1))
     assert admitted
     assert most_in_any_minute(admitted) <= per_minute
@@ -59,9 +70,9 @@ def test_a_token_limit_settled_at_once_is_exceeded_by_the_last_request_only(
     limiter, now, admitted = RateLimiter(), 50.0, []
     for gap, estimate, actual in requests:
         now += gap
-        decision = limiter.admit([limit(INPUT, per_minute)], {INPUT: estimate}, now)
+        decision = limiter.admit([limit(input_tokens=per_minute)], counts(1, estimate), now)
         if isinstance(decision, Admitted):
-            limiter.settle(decision, {INPUT: actual}, now)
+            limiter.settle(decision, (None, actual, None), now)
             admitted.append((now, actual))
     largest = max((actual for _, actual in admitted), default=0)
     assert most_in_any_minute(admitted) <= per_minute - 1 + largest
@@ -84,8 +95,8 @@ def test_a_token_limit_with_requests_in_flight_is_exceeded_by_their_surplus_at_m
         now += gap
         while pending and pending[0][0] <= now:  # settlements due first
             at, number, used = heapq.heappop(pending)
-            limiter.settle(holds[number], {INPUT: used}, at)
-        decision = limiter.admit([limit(INPUT, per_minute)], {INPUT: estimate}, now)
+            limiter.settle(holds[number], (None, used, None), at)
+        decision = limiter.admit([limit(input_tokens=per_minute)], counts(1, estimate), now)
         if isinstance(decision, Admitted):
             heapq.heappush(pending, (now + duration, len(holds), actual))
             holds.append(decision)
@@ -102,12 +113,12 @@ def test_a_token_limit_with_requests_in_flight_is_exceeded_by_their_surplus_at_m
        later=st.floats(min_value=0, max_value=1, allow_nan=False))
 def test_a_refusal_says_exactly_when_to_come_back(per_minute: int, arrivals: list[float], later: float) -> None:
     limiter, now, times = RateLimiter(), 7.25, []
-    limits = [limit(REQUESTS, per_minute), limit(OUTPUT, per_minute * 100)]
+    limits = [limit("alice", requests=per_minute), limit("platform", output_tokens=per_minute * 100)]
     for gap in arrivals:
         now += gap
         times.append(now)
-        limiter.admit(limits, {REQUESTS: 1, OUTPUT: 100}, now)
-    refused = limiter.admit(limits, {REQUESTS: 1, OUTPUT: 100}, now)
+        limiter.admit(limits, counts(1, 0, 100), now)
+    refused = limiter.admit(limits, counts(1, 0, 100), now)
     if not isinstance(refused, Refused):
         return
     free_at = refused.binding.free_at
@@ -115,28 +126,28 @@ def test_a_refusal_says_exactly_when_to_come_back(per_minute: int, arrivals: lis
     assert 1 <= refused.retry_after(now) <= WINDOW_SECONDS
     probe = RateLimiter()  # the same history, asked again just before and at free_at
     for at in times:
-        probe.admit(limits, {REQUESTS: 1, OUTPUT: 100}, at)
+        probe.admit(limits, counts(1, 0, 100), at)
     if free_at - 0.001 > now:
-        assert isinstance(probe.admit(limits, {REQUESTS: 1, OUTPUT: 100}, free_at - 0.001), Refused)
-    assert isinstance(probe.admit(limits, {REQUESTS: 1, OUTPUT: 100}, free_at + later), Admitted)
+        assert isinstance(probe.admit(limits, counts(1, 0, 100), free_at - 0.001), Refused)
+    assert isinstance(probe.admit(limits, counts(1, 0, 100), free_at + later), Admitted)
 
 
 def test_a_refused_request_counts_nothing() -> None:
     limiter = RateLimiter()
-    limits = [limit(REQUESTS, 1), limit(INPUT, 10)]
-    assert isinstance(limiter.admit(limits, {REQUESTS: 1, INPUT: 5}, 0.5), Admitted)
+    limits = [limit(requests=1, input_tokens=10)]
+    assert isinstance(limiter.admit(limits, counts(1, 5), 0.5), Admitted)
     for attempt in range(5):
-        assert isinstance(limiter.admit(limits, {REQUESTS: 1, INPUT: 5}, 1.0 + attempt), Refused)
+        assert isinstance(limiter.admit(limits, counts(1, 5), 1.0 + attempt), Refused)
     assert [reading.used for reading in limiter.readings(limits, 10.0)] == [1, 5]
 
 
 def test_the_binding_limit_is_the_one_that_frees_last() -> None:
     limiter = RateLimiter()
-    developer, center = limit(REQUESTS, 2, "alice"), limit(REQUESTS, 3, "platform")
-    limiter.admit([center], {REQUESTS: 1}, 0.0)  # bob, earlier
-    limiter.admit([developer, center], {REQUESTS: 1}, 10.0)
-    limiter.admit([developer, center], {REQUESTS: 1}, 20.0)
-    refused = limiter.admit([developer, center], {REQUESTS: 1}, 30.0)
+    developer, center = limit("alice", requests=2), limit("platform", requests=3)
+    limiter.admit([center], counts(1), 0.0)  # bob, earlier
+    limiter.admit([developer, center], counts(1), 10.0)
+    limiter.admit([developer, center], counts(1), 20.0)
+    refused = limiter.admit([developer, center], counts(1), 30.0)
     assert isinstance(refused, Refused)
     assert refused.binding.limit == developer and refused.binding.free_at == 70.0  # 10.0 counts for 60 s
     assert refused.retry_after(30.0) == 40
@@ -145,39 +156,41 @@ def test_the_binding_limit_is_the_one_that_frees_last() -> None:
 
 def test_a_refund_returns_to_its_slot_and_an_excess_is_counted_at_settlement() -> None:
     limiter = RateLimiter()
-    tokens = limit(OUTPUT, 1000)
-    first = limiter.admit([tokens], {OUTPUT: 800}, 3.2)
+    tokens = limit(output_tokens=1000)
+    first = limiter.admit([tokens], counts(1, 0, 800), 3.2)
     assert isinstance(first, Admitted)
-    limiter.settle(first, {OUTPUT: 100}, 40.0)
-    assert limiter.readings([tokens], 40.0)[0].used == 100
-    second = limiter.admit([tokens], {OUTPUT: 100}, 50.0)
+    limiter.settle(first, (None, None, 100), 40.0)
+    assert used(limiter, tokens, 40.0) == {OUTPUT: 100}
+    second = limiter.admit([tokens], counts(1, 0, 100), 50.0)
     assert isinstance(second, Admitted)
-    limiter.settle(second, {OUTPUT: 400}, 70.0)  # 300 more, counted from 70
-    assert limiter.readings([tokens], 70.0)[0].used == 100 + 300  # the first (3.2) counted until 63.2
-    third = limiter.admit([tokens], {OUTPUT: 500}, 71.0)
+    limiter.settle(second, (None, None, 400), 70.0)  # 300 more, counted from 70
+    assert used(limiter, tokens, 70.0) == {OUTPUT: 100 + 300}  # the first (3.2) counted until 63.2
+    third = limiter.admit([tokens], counts(1, 0, 500), 71.0)
     assert isinstance(third, Admitted)
-    limiter.settle(third, {OUTPUT: 0}, 200.0)  # long after its slot stopped counting: nothing to take back
-    assert limiter.readings([tokens], 200.0)[0].used == 0
+    limiter.settle(third, (None, None, 0), 200.0)  # long after its slot stopped counting: nothing to take back
+    assert used(limiter, tokens, 200.0) == {OUTPUT: 0}
 
 
 def test_headers_report_the_most_restrictive_limit_per_dimension() -> None:
     limiter = RateLimiter()
-    developer, center = limit(REQUESTS, 5, "alice"), limit(REQUESTS, 100, "platform")
-    key = limit(INPUT, 1000, "alice-laptop")
+    developer, center = limit("alice", requests=5), limit("platform", requests=100, input_tokens=10_000)
+    key = limit("alice-laptop", input_tokens=1000)
     for second in range(4):
-        limiter.admit([developer, center, key], {REQUESTS: 1, INPUT: 10}, float(second))
+        limiter.admit([developer, center, key], counts(1, 10), float(second))
     chosen = most_restrictive(limiter.readings([developer, center, key], 4.0))
     assert chosen[REQUESTS].limit == developer and chosen[REQUESTS].remaining == 1
-    assert chosen[INPUT].remaining == 960 and chosen[INPUT].empty_at == 3 + 60
+    assert chosen[INPUT].limit == key and chosen[INPUT].remaining == 960 and chosen[INPUT].empty_at == 3 + 60
+    assert set(chosen) == {REQUESTS, INPUT} and DIMENSIONS[2] not in chosen  # output tokens are not limited
 
 
 def test_an_empty_window_is_pruned_and_a_quiet_one_empties() -> None:
     limiter = RateLimiter()
-    limiter.admit([limit(REQUESTS, 5, "alice")], {REQUESTS: 1}, 0.0)
-    limiter.admit([limit(REQUESTS, 5, "bob")], {REQUESTS: 1}, 30.0)
+    limiter.admit([limit("alice", requests=5)], counts(1), 0.0)
+    limiter.admit([limit("bob", requests=5)], counts(1), 30.0)
     limiter.prune(61.0)
     assert len(limiter) == 1
     window = SlidingWindow()
-    window.add(5.25, 3)
-    window.add(5.5, 1)  # the same slot, which now counts until 65.5
-    assert (window.used(65.4), window.empty_at(65.4), window.used(65.5), window.empty_at(65.5)) == (4, 65.5, 0, 65.5)
+    window.add(5.25, counts(0, 3))
+    window.add(5.5, counts(0, 1))  # the same slot, which now counts until 65.5
+    assert (window.used(65.4)[1], window.empty_at(65.4, 1), window.used(65.5)[1], window.empty_at(65.5, 1)) == (
+        4, 65.5, 0, 65.5)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from enum import StrEnum
 from typing import Final, NamedTuple
 
@@ -42,115 +42,132 @@ class Dimension(StrEnum):
     OUTPUT_TOKENS = "output-tokens"
 
 
+# A subject's window counts every dimension at once, as (requests, input tokens, output tokens).
+DIMENSIONS: Final = (Dimension.REQUESTS, Dimension.INPUT_TOKENS, Dimension.OUTPUT_TOKENS)
+Counts = tuple[int, int, int]
+PerMinute = tuple[int | None, int | None, int | None]  # None: that dimension is not limited
+
+
 class _Slot:
-    __slots__ = ("amount", "latest", "second")
+    __slots__ = ("counts", "latest", "second")
 
     def __init__(self, second: int, latest: float) -> None:
         self.second = second
         self.latest = latest  # the last instant anything went in: the slot counts until 60 s after it
-        self.amount = 0
+        self.counts = [0, 0, 0]
 
 
 class SlidingWindow:
-    """Amounts admitted in the last minute, in one-second slots (at most 61 of them)."""
+    """What one subject (a key, a developer, a cost center) was admitted in the last minute, per
+    dimension, in one-second slots (at most 61 of them)."""
 
-    __slots__ = ("_slots", "_total")
+    __slots__ = ("_slots", "_totals")
 
     def __init__(self) -> None:
         self._slots: deque[_Slot] = deque()  # oldest first
-        self._total = 0
+        self._totals = [0, 0, 0]
 
-    def used(self, now: float) -> int:
-        self._expire(now)
-        return self._total
+    def used(self, now: float) -> list[int]:
+        """The counts of the last minute (the window's own list: read it, do not change it)."""
+        slots, totals = self._slots, self._totals
+        while slots and slots[0].latest + WINDOW_SECONDS <= now:  # expire what no longer counts
+            expired = slots.popleft().counts
+            totals[0] -= expired[0]
+            totals[1] -= expired[1]
+            totals[2] -= expired[2]
+        return totals
 
-    def add(self, now: float, amount: int) -> int:
-        """Count `amount` at `now`; returns the slot it went into (for a later refund)."""
-        self._expire(now)
+    def add(self, now: float, counts: Sequence[int]) -> int:
+        """Count `counts` at `now`; returns the slot they went into (for a later refund)."""
+        self.used(now)
         second = math.floor(now)
-        if self._slots and self._slots[-1].second >= second:  # the current slot (a clock never goes back here)
-            slot = self._slots[-1]
+        slots = self._slots
+        if slots and slots[-1].second >= second:  # the current slot (a clock never goes back here)
+            slot = slots[-1]
             slot.latest = max(slot.latest, now)
         else:
             slot = _Slot(second, now)
-            self._slots.append(slot)
-        slot.amount += amount
-        self._total += amount
+            slots.append(slot)
+        requests, input_tokens, output_tokens = counts  # unrolled: this runs for every request
+        slot_counts, totals = slot.counts, self._totals
+        slot_counts[0] += requests
+        slot_counts[1] += input_tokens
+        slot_counts[2] += output_tokens
+        totals[0] += requests
+        totals[1] += input_tokens
+        totals[2] += output_tokens
         return slot.second
 
-    def refund(self, second: int, amount: int, now: float) -> None:
-        """Take back up to `amount` from the slot `add` returned, if it still counts."""
-        self._expire(now)
-        for slot in self._slots:
+    def refund(self, second: int, counts: Sequence[int], now: float) -> None:
+        """Take back up to `counts` from the slot `add` returned, if it still counts."""
+        self.used(now)
+        for slot in reversed(self._slots):  # a request settles soon after it was admitted: the newest first
             if slot.second == second:
-                taken = min(amount, slot.amount)
-                slot.amount -= taken
-                self._total -= taken
+                for index, amount in enumerate(counts):
+                    if amount:
+                        taken = min(amount, slot.counts[index])
+                        slot.counts[index] -= taken
+                        self._totals[index] -= taken
+                return
+            if slot.second < second:
                 return
 
-    def free_at(self, now: float, limit: int) -> float:
-        """When the count is below `limit` again, if nothing more is admitted: `now` when it is already."""
-        remaining = self.used(now)
+    def free_at(self, now: float, index: int, limit: int) -> float:
+        """When dimension `index` is below `limit` again, if nothing more is admitted (`now` if it is)."""
+        remaining = self.used(now)[index]
         if remaining < limit:
             return now
         for slot in self._slots:
-            remaining -= slot.amount
+            remaining -= slot.counts[index]
             if remaining < limit:
                 return slot.latest + WINDOW_SECONDS
         return now  # unreachable: an empty window counts nothing
 
-    def empty_at(self, now: float) -> float:
-        """When nothing is counted any more (Anthropic's "fully replenished")."""
-        return self._slots[-1].latest + WINDOW_SECONDS if self.used(now) else now
-
-    def _expire(self, now: float) -> None:
-        slots = self._slots
-        while slots and slots[0].latest + WINDOW_SECONDS <= now:
-            self._total -= slots.popleft().amount
+    def empty_at(self, now: float, index: int) -> float:
+        """When dimension `index` counts nothing any more (Anthropic's "fully replenished")."""
+        if not self.used(now)[index]:
+            return now
+        return next(slot.latest for slot in reversed(self._slots) if slot.counts[index]) + WINDOW_SECONDS
 
 
 class Limit(NamedTuple):
-    """One limit that applies to a request: whose window, what it counts, how much a minute."""
+    """The limits of one subject that apply to a request: its window, how much of each dimension a
+    minute, and whom it binds."""
 
-    key: Hashable  # the window's identity, e.g. (cost center, "developer", name, dimension)
-    dimension: Dimension
-    per_minute: int
-    owner: str  # for people: whom the limit binds, e.g. "developer alice (cost center platform)"
+    key: Hashable  # the subject's window, e.g. ("platform", "developer:alice")
+    per_minute: PerMinute
+    owner: str  # for people: e.g. "developer alice (cost center platform, perDeveloper)"
 
 
 class Reading(NamedTuple):
-    """A limit's state at one instant: what Anthropic's anthropic-ratelimit-* headers report."""
+    """One limited dimension of a subject at one instant: what Anthropic's anthropic-ratelimit-* headers report."""
 
     limit: Limit
+    dimension: Dimension
+    per_minute: int
     used: int
     free_at: float
     empty_at: float
 
     @property
     def remaining(self) -> int:
-        return max(0, self.limit.per_minute - self.used)
+        return max(0, self.per_minute - self.used)
 
     @property
     def exhausted(self) -> bool:
-        return self.used >= self.limit.per_minute
-
-
-class Taken(NamedTuple):
-    """What one admitted request counted in one window, kept until it settles."""
-
-    key: Hashable
-    dimension: Dimension
-    second: int
-    amount: int
+        return self.used >= self.per_minute
 
 
 class Admitted(NamedTuple):
-    taken: tuple[Taken, ...]
+    """What an admitted request counted, kept until it settles: its estimate, in each subject's slot."""
+
+    slots: tuple[tuple[Hashable, int], ...]  # (subject key, second)
+    counts: Counts
 
 
 class Refused(NamedTuple):
     """Over a limit. `binding` is the exhausted limit that frees up last: the request may go at its
-    `free_at`, and not before; `readings` are every limit's state, for the headers."""
+    `free_at`, and not before; `readings` are every limited dimension's state, for the headers."""
 
     binding: Reading
     readings: tuple[Reading, ...]
@@ -162,57 +179,62 @@ class Refused(NamedTuple):
 
 
 class RateLimiter:
-    """Windows by key, created on first use; `prune` drops the empty ones."""
+    """Windows by subject, created on first use; `prune` drops the empty ones."""
 
     def __init__(self) -> None:
         self._windows: dict[Hashable, SlidingWindow] = {}
 
-    def admit(self, limits: Sequence[Limit], amounts: Mapping[Dimension, int], now: float) -> Admitted | Refused:
-        """Admit when every limit has something left, counting `amounts` (the request's estimate) in
-        each; otherwise count nothing and say which limit binds."""
-        windows = [self._window(limit.key) for limit in limits]
-        if any(window.used(now) >= limit.per_minute for limit, window in zip(limits, windows, strict=True)):
-            readings = self.readings(limits, now)
-            exhausted = [reading for reading in readings if reading.exhausted]
-            return Refused(max(exhausted, key=lambda reading: reading.free_at), readings)
-        return Admitted(tuple(
-            Taken(limit.key, limit.dimension, window.add(now, amounts.get(limit.dimension, 0)),
-                  amounts.get(limit.dimension, 0))
-            for limit, window in zip(limits, windows, strict=True)))
+    def admit(self, limits: Sequence[Limit], counts: Counts, now: float) -> Admitted | Refused:
+        """Admit when every limited dimension of every subject has something left, counting `counts`
+        (the request's estimate) in each subject's window; otherwise count nothing and say which binds."""
+        windows = []
+        for limit in limits:
+            window = self._windows.get(limit.key)
+            if window is None:
+                window = self._windows[limit.key] = SlidingWindow()
+            used = window.used(now)
+            for index, cap in enumerate(limit.per_minute):
+                if cap is not None and used[index] >= cap:
+                    readings = self.readings(limits, now)
+                    exhausted = [reading for reading in readings if reading.exhausted]
+                    return Refused(max(exhausted, key=lambda reading: reading.free_at), readings)
+            windows.append(window)
+        return Admitted(tuple((limit.key, window.add(now, counts)) for limit, window in zip(limits, windows,
+                                                                                             strict=True)), counts)
 
-    def settle(self, admitted: Admitted, actual: Mapping[Dimension, int], now: float) -> None:
-        """Correct each estimate with what the request really used (a dimension missing from `actual`
-        keeps its estimate)."""
-        for taken in admitted.taken:
-            window = self._windows.get(taken.key)
-            used = actual.get(taken.dimension)
-            if window is None or used is None or used == taken.amount:
+    def settle(self, admitted: Admitted, actual: Sequence[int | None], now: float) -> None:
+        """Correct the estimate with what the request really used (a None keeps that estimate)."""
+        differences = [0 if real is None else real - estimate for estimate, real in zip(admitted.counts, actual,
+                                                                                        strict=True)]
+        refund = (-min(0, differences[0]), -min(0, differences[1]), -min(0, differences[2]))
+        excess = (max(0, differences[0]), max(0, differences[1]), max(0, differences[2]))
+        for key, second in admitted.slots:
+            window = self._windows.get(key)
+            if window is None:
                 continue
-            if used < taken.amount:
-                window.refund(taken.second, taken.amount - used, now)
-            else:
-                window.add(now, used - taken.amount)
+            if any(refund):
+                window.refund(second, refund, now)
+            if any(excess):
+                window.add(now, excess)
 
     def readings(self, limits: Iterable[Limit], now: float) -> tuple[Reading, ...]:
+        """Every limited dimension's state, limit by limit."""
         found = []
         for limit in limits:
-            window = self._window(limit.key)
-            found.append(Reading(limit, window.used(now), window.free_at(now, limit.per_minute),
-                                 window.empty_at(now)))
+            window = self._windows.get(limit.key) or SlidingWindow()
+            used = window.used(now)
+            for index, cap in enumerate(limit.per_minute):
+                if cap is not None:
+                    found.append(Reading(limit, DIMENSIONS[index], cap, used[index], window.free_at(now, index, cap),
+                                         window.empty_at(now, index)))
         return tuple(found)
 
     def prune(self, now: float) -> None:
         """Forget windows that count nothing any more (subjects that went quiet, keys that left)."""
-        self._windows = {key: window for key, window in self._windows.items() if window.used(now)}
+        self._windows = {key: window for key, window in self._windows.items() if any(window.used(now))}
 
     def __len__(self) -> int:
         return len(self._windows)
-
-    def _window(self, key: Hashable) -> SlidingWindow:
-        window = self._windows.get(key)
-        if window is None:
-            window = self._windows[key] = SlidingWindow()
-        return window
 
 
 def most_restrictive(readings: Iterable[Reading]) -> dict[Dimension, Reading]:
@@ -220,7 +242,7 @@ def most_restrictive(readings: Iterable[Reading]) -> dict[Dimension, Reading]:
     client is told, as Anthropic's headers report "the most restrictive limit currently in effect"."""
     chosen: dict[Dimension, Reading] = {}
     for reading in readings:
-        known = chosen.get(reading.limit.dimension)
+        known = chosen.get(reading.dimension)
         if known is None or (reading.remaining, -reading.empty_at) < (known.remaining, -known.empty_at):
-            chosen[reading.limit.dimension] = reading
+            chosen[reading.dimension] = reading
     return chosen

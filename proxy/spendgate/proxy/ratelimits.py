@@ -26,6 +26,7 @@ from spendgate.logic.ratelimit import (
     Admitted,
     Dimension,
     Limit,
+    PerMinute,
     RateLimiter,
     Reading,
     Refused,
@@ -37,8 +38,6 @@ from spendgate.proxy.admission import Headers, Reject
 from spendgate.proxy.attribution import Identity
 
 REQUESTS, INPUT_TOKENS, OUTPUT_TOKENS = Dimension.REQUESTS, Dimension.INPUT_TOKENS, Dimension.OUTPUT_TOKENS
-FIELDS: Final = ((REQUESTS, "requestsPerMinute"), (INPUT_TOKENS, "inputTokensPerMinute"),
-                 (OUTPUT_TOKENS, "outputTokensPerMinute"))
 UNITS: Final = {REQUESTS: "requests", INPUT_TOKENS: "input tokens", OUTPUT_TOKENS: "output tokens"}
 
 
@@ -76,17 +75,14 @@ class LimitIndex:
                      f"developer {identity.developer} (cost center {name}, perDeveloper)"),
                     (limits.total, "total", f"cost center {name} (total)")):
                 if entry is not None:
-                    found.extend(self._limits(entry, (name, subject), owner))
+                    found.append(Limit((name, subject), self._shares(entry), owner))
         return found
 
-    def _limits(self, entry: RateLimitEntry, subject: tuple[str, str], owner: str) -> list[Limit]:
-        found = []
-        for dimension, name in FIELDS:
-            per_minute = getattr(entry, name)
-            if per_minute is not None:
-                share = max(1, math.ceil(per_minute / self._replicas))
-                found.append(Limit((*subject, dimension), dimension, share, owner))
-        return found
+    def _shares(self, entry: RateLimitEntry) -> PerMinute:
+        """This replica's share of each limit: the limit divided by the replicas, rounded up, at least 1."""
+        share = [None if limit is None else max(1, math.ceil(limit / self._replicas))
+                 for limit in (entry.requestsPerMinute, entry.inputTokensPerMinute, entry.outputTokensPerMinute)]
+        return share[0], share[1], share[2]
 
 
 class RateLimits:
@@ -108,15 +104,14 @@ class RateLimits:
               ) -> Admitted | Reject:
         """The request counted against `limits` (with its estimate), or the 429."""
         clock = self._clock()
-        decision = self._limiter.admit(
-            limits, {REQUESTS: 1, INPUT_TOKENS: input_tokens, OUTPUT_TOKENS: output_tokens}, clock)
+        decision = self._limiter.admit(limits, (1, input_tokens, output_tokens), clock)
         if isinstance(decision, Refused):
             return self._refusal(decision, clock, now)
         return decision
 
     def settle(self, admitted: Admitted, input_tokens: int, output_tokens: int) -> None:
         """The tokens the request really used (0 and 0 when nothing billable came back)."""
-        self._limiter.settle(admitted, {INPUT_TOKENS: input_tokens, OUTPUT_TOKENS: output_tokens}, self._clock())
+        self._limiter.settle(admitted, (None, input_tokens, output_tokens), self._clock())
 
     def _index(self, signed: SignedBundle) -> LimitIndex:
         if self._indexed is None or self._indexed[0] != signed.contentHash:
@@ -125,13 +120,13 @@ class RateLimits:
         return self._indexed[1]
 
     def _refusal(self, refused: Refused, clock: float, now: datetime) -> Reject:
-        binding = refused.binding.limit
+        binding = refused.binding
         retry_after = refused.retry_after(clock)
         unit = UNITS[binding.dimension]
         share = f", this gateway's share of {self.replicas} replicas" if self.replicas > 1 else ""
-        message = (f"rate limit reached: {binding.owner} may send {binding.per_minute:,} {unit} per minute"
+        message = (f"rate limit reached: {binding.limit.owner} may send {binding.per_minute:,} {unit} per minute"
                    f"{share}; try again in {retry_after} s")
-        reason = f"rate limit: {binding.owner} {binding.per_minute} {unit}/min"
+        reason = f"rate limit: {binding.limit.owner} {binding.per_minute} {unit}/min"
         headers: Headers = (("retry-after", str(retry_after)), ("x-should-retry", "true"),
                             *rate_limit_headers(refused.readings, clock, now))
         return Reject(429, "rate_limit_error", message, reason, headers)
@@ -149,7 +144,7 @@ def rate_limit_headers(readings: tuple[Reading, ...], clock: float, now: datetim
     for name, reading in named:
         # in whole seconds, rounded up: a client that waits until the reset finds the window empty
         reset = datetime.fromtimestamp(math.ceil(now.timestamp() + max(0.0, reading.empty_at - clock)), UTC)
-        headers += [(f"anthropic-ratelimit-{name}-limit", str(reading.limit.per_minute)),
+        headers += [(f"anthropic-ratelimit-{name}-limit", str(reading.per_minute)),
                     (f"anthropic-ratelimit-{name}-remaining", str(reading.remaining)),
                     (f"anthropic-ratelimit-{name}-reset", rfc3339(reset))]
     return tuple(headers)
