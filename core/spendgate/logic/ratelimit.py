@@ -3,10 +3,11 @@
 Nothing here reads a clock: every call takes `now`, seconds on a monotonic scale the caller chooses
 (the proxy passes time.monotonic(); tests pass what they like).
 
-A limit allows `per_minute` units (requests, input tokens or output tokens) in any 60 seconds.
-A window keeps what it admitted in one-second slots (so it holds at most 61 of them, whatever the
-traffic) and counts a slot for 60 s after the latest instant anything went into it: as if everything
-in the slot happened then, so conservatively. The amount admitted in any real 60-second interval is
+A limit allows `per_minute` units (requests, input tokens or output tokens) in any 60 seconds. A
+subject's window (a key's, a developer's, a cost center's) keeps what it admitted, all three counts
+together, in one-second slots (so it holds at most 61 of them, whatever the traffic) and counts a
+slot for 60 s after the latest instant anything went into it: as if everything in the slot happened
+then, so conservatively. The amount admitted in any real 60-second interval is
 therefore at most what the window counted when the last of it was admitted, and a refused caller
 never waits more than 60 s (the longest `retry-after` Claude Code follows).
 
