@@ -19,9 +19,9 @@ from spendgate.cli.common import HelpFormatter, UsageError
 
 DEBUG_ENV = "SPENDGATE_DEBUG"
 # Command groups (modules of spendgate.cli), in the order `spendgate --help` lists them.
-COMMAND_MODULES = ("policies", "diff", "dryrun", "keys", "ledger", "audit", "status", "statusline")
+COMMAND_MODULES: tuple[str, ...] = ("policies", "diff", "dryrun", "keys", "ledger", "audit", "status", "statusline")
 # Commands whose parser needs only their own module.
-LEAN_COMMANDS = {"statusline": ("statusline",)}
+LEAN_COMMANDS: dict[str, tuple[str, ...]] = {"statusline": ("statusline",)}
 # Subcommands that live with their component: module path, each with add_arguments() and run().
 COMPONENT_COMMANDS = {
     "proxy": ("spendgate.proxy.main", "run the gateway (standalone with --policies, or from a bundle)"),
@@ -31,16 +31,21 @@ COMPONENT_COMMANDS = {
 
 
 def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; only the `requested` component's module is imported for its options."""
+    """The whole parser; for a component (a long-running process: the proxy, the operator) or a lean
+    command, only its own, so that nothing else is imported into it."""
     parser = argparse.ArgumentParser(prog="spendgate", description=__doc__.splitlines()[0],
                                      formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    lean = LEAN_COMMANDS.get(requested or "")
-    for module in lean or COMMAND_MODULES:
+    modules: tuple[str, ...]
+    if requested in COMPONENT_COMMANDS:
+        modules, components = (), {requested: COMPONENT_COMMANDS[requested]}
+    elif requested in LEAN_COMMANDS:
+        modules, components = LEAN_COMMANDS[requested], {}
+    else:
+        modules, components = COMMAND_MODULES, COMPONENT_COMMANDS
+    for module in modules:
         importlib.import_module(f"spendgate.cli.{module}").register(commands)
-    if lean:
-        return parser
-    for name, (module_path, help_text) in COMPONENT_COMMANDS.items():
+    for name, (module_path, help_text) in components.items():
         sub = commands.add_parser(name, help=help_text, description=help_text,
                                   formatter_class=HelpFormatter)
         sub.set_defaults(component=module_path)
