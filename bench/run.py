@@ -311,7 +311,28 @@ def spendgate_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "spendgate.cli"]
 
 
-def spendgate_service(workdir: Path, upstream: str, port: int) -> Service:
+# Rate limits per key, per developer and in total on the example cost center: far above what the run
+# sends (never refusing), so each request is checked against all nine windows and counted in them.
+RATE_LIMITS = ("  rateLimits:\n"
+               "    perVirtualKey: {requestsPerMinute: 10000000, outputTokensPerMinute: 1000000000000}\n"
+               "    perDeveloper: {requestsPerMinute: 10000000, inputTokensPerMinute: 1000000000000, "
+               "outputTokensPerMinute: 1000000000000}\n"
+               "    total: {requestsPerMinute: 10000000, inputTokensPerMinute: 1000000000000}\n")
+
+
+def rate_limited_service(workdir: Path, upstream: str, port: int) -> Service:
+    policies = workdir / "policies-rate-limits"
+    shutil.copytree(REPO / "examples" / "policies", policies, dirs_exist_ok=True)
+    centers = policies / "10-costcenters.yaml"
+    members = "  members: [alice, bob, carol]\n"
+    if members not in centers.read_text():
+        raise RuntimeError(f"{centers} changed: cannot add the rate limits")
+    centers.write_text(centers.read_text().replace(members, members + RATE_LIMITS))
+    return spendgate_service(workdir, upstream, port, policies, "spendgate-rate-limits")
+
+
+def spendgate_service(workdir: Path, upstream: str, port: int, policies: Path = REPO / "examples" / "policies",
+                      name: str = "spendgate") -> Service:
     command = spendgate_command()
     probe = subprocess.run([*command, "proxy", "--help"], capture_output=True, text=True, timeout=60,
                            check=False)
@@ -326,10 +347,10 @@ def spendgate_service(workdir: Path, upstream: str, port: int) -> Service:
     if created.returncode != 0:
         raise RuntimeError(f"`spendgate keys create` failed: {created.stderr.strip()[-300:]}")
     key = created.stdout.strip().splitlines()[0]
-    argv = [*command, "proxy", "--policies", str(REPO / "examples" / "policies"), "--keys-file",
+    argv = [*command, "proxy", "--policies", str(policies), "--keys-file",
             str(keys_file), "--upstream", upstream, "--port", str(port), "--admin-port", str(free_port())]
     argv += spendgate_feature_flags(probe.stdout, home)
-    return Service("spendgate", argv, port, api_key=key, env={"ANTHROPIC_API_KEY": UPSTREAM_KEY})
+    return Service(name, argv, port, api_key=key, env={"ANTHROPIC_API_KEY": UPSTREAM_KEY})
 
 
 # Processes a gateway needs beside it (the OpenTelemetry Collector), stopped with the mock at the end.
@@ -417,6 +438,8 @@ GATEWAYS = [
     Gateway("spendgate", "spendgate proxy, all features on", spendgate_service, ready_limit_s=30.0),
     Gateway("spendgate-otlp", "spendgate proxy, all features on, OTLP export to a collector", spendgate_otlp_service,
             ready_limit_s=30.0),
+    Gateway("spendgate-rate-limits", "spendgate proxy, all features on + rate limits (per key, developer, cost "
+            "center)", rate_limited_service, ready_limit_s=30.0),
     Gateway("litellm", f"LiteLLM {os.environ.get('LITELLM_VERSION', '1.100.5')} proxy, 1 worker", litellm_service),
 ]
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import kubernetes
 import uvloop
 
-from spendgate.adapters.journal import SpendJournal
+from spendgate.adapters.journal import JOURNAL_NAME, SpendJournal, default_state_dir
 from spendgate.adapters.kube import Kube, load_configuration
 from spendgate.logic.tracker import SpendTracker
 from spendgate.logic.windows import utc_now
@@ -41,6 +41,7 @@ from spendgate.proxy.guard import ClientLimits
 from spendgate.proxy.ledger import STDOUT
 from spendgate.proxy.live import REQUEST_SECONDS, LiveSpend, Outage, retrying
 from spendgate.proxy.metrics import ControlPlaneCollector
+from spendgate.proxy.ratelimits import RateLimits
 from spendgate.proxy.recovery import settle_interrupted
 from spendgate.proxy.server import MIB, CloudUpstream, Proxy, Settings
 
@@ -50,8 +51,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("spendgate.proxy")
 
 UPSTREAM_KEY_ENV = "ANTHROPIC_API_KEY"
-STATE_DIR_ENV = "SPENDGATE_STATE_DIR"
-JOURNAL_NAME = "spend.journal"
 NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a DNS-1123 label
 defaults = Settings(source=BundleFile(Path("bundle.json")), upstream_key="")
 
@@ -115,6 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     enforcement.add_argument("--proxy-name", default=os.environ.get("POD_NAME") or socket.gethostname(),
                              help="this proxy's SpendReport name (default: $POD_NAME, else the host name)")
     enforcement.add_argument("--kubeconfig", type=Path, help="cluster: default in-cluster, then ~/.kube/config")
+    enforcement.add_argument("--rate-limit-replicas", type=int, default=1, metavar="N",
+                             help="enforce 1/N of each rate limit here, for N replicas sharing callers (default 1: "
+                                  "each replica enforces the whole limit; docs/proxy.md, \"Rate limits\")")
     parser.add_argument("--reload-interval", type=float, default=defaults.reload_interval, metavar="SECONDS",
                         help="how often the bundle source is checked for changes (default %(default)s)")
     clouds = parser.add_argument_group("Claude on Amazon Bedrock and Google Vertex AI (docs/proxy.md, \"Bedrock "
@@ -247,11 +249,7 @@ def kube_configuration(args: argparse.Namespace) -> kubernetes.client.Configurat
 
 
 def state_dir(args: argparse.Namespace) -> Path:
-    if args.state_dir is not None:
-        return Path(args.state_dir)
-    if os.environ.get(STATE_DIR_ENV):
-        return Path(os.environ[STATE_DIR_ENV])
-    return Path.home() / ".local" / "state" / "spendgate" / str(args.port)
+    return Path(args.state_dir) if args.state_dir is not None else default_state_dir(args.port)
 
 
 def report_namespace(args: argparse.Namespace) -> tuple[str, str]:
@@ -306,10 +304,12 @@ def build(args: argparse.Namespace) -> Proxy:
         journal = SpendJournal(state_dir(args) / JOURNAL_NAME)
     except OSError as error:
         raise ConfigError(f"cannot open the spend journal in {state_dir(args)}: {error.strerror}") from None
+    if args.rate_limit_replicas < 1:
+        raise ConfigError(f"--rate-limit-replicas must be at least 1, not {args.rate_limit_replicas}")
     tracker = SpendTracker(journal)
-    budgets = BudgetAdmission(tracker)
+    budgets = BudgetAdmission(tracker, RateLimits(args.rate_limit_replicas))
     settings = settings_from(args)
-    proxy = Proxy(settings, admission=budgets, spend_sink=budgets)
+    proxy = Proxy(settings, admission=budgets, spend_sink=budgets, budgets=budgets)
     for cloud in (settings.bedrock, settings.vertex):
         if cloud is not None:
             proxy.companions.append(cloud.refresh)

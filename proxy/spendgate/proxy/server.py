@@ -19,6 +19,8 @@ import uvicorn
 
 from spendgate.proxy.admin import AdminApp, Health
 from spendgate.proxy.admission import Admission, ForwardAll
+from spendgate.proxy.asgi import App
+from spendgate.proxy.budgetviews import BudgetReader, ClientPort, OwnBudgets
 from spendgate.proxy.bundles import BundleHolder, BundleSource
 from spendgate.proxy.gateway import Gateway
 from spendgate.proxy.guard import ClientLimits, guarded_protocol
@@ -100,8 +102,9 @@ def describe(factory: Callable[[], Coroutine[Any, Any, None]]) -> str:
 
 class Proxy:
     def __init__(self, settings: Settings, admission: Admission | None = None,
-                 spend_sink: SpendSink | None = None) -> None:
-        """Loads the first bundle (a BundleError means nothing to serve); binds nothing yet."""
+                 spend_sink: SpendSink | None = None, budgets: BudgetReader | None = None) -> None:
+        """Loads the first bundle (a BundleError means nothing to serve); binds nothing yet. With
+        `budgets`, the admin port serves /budgets and the client port a developer's own."""
         self.settings = settings
         # Tasks that run beside the servers for the proxy's lifetime (the live spend loop); add before start().
         self.companions: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -120,8 +123,9 @@ class Proxy:
                           settings.max_body_bytes, settings.max_passthrough_body_bytes,
                           settings.max_buffered_response_bytes, settings.client.body_timeout)
         client_protocol = guarded_protocol(settings.client, self.metrics)
-        self._servers = [_server(gateway, client_protocol, settings.client.idle_timeout),
-                         _server(AdminApp(self.bundles, self.metrics, self.health))]
+        client: App = gateway if budgets is None else ClientPort(gateway, OwnBudgets(self.bundles, budgets))
+        self._servers = [_server(client, client_protocol, settings.client.idle_timeout),
+                         _server(AdminApp(self.bundles, self.metrics, self.health, budgets))]
         self._tasks: list[asyncio.Task[None]] = []
         self.port = self.admin_port = 0
 

@@ -74,6 +74,7 @@ class Spend:
     cost: Decimal | None  # None: nothing billable came back (an error, a failure before any usage)
     model: str | None  # the model it was priced as
     output_tokens: int | None  # billed output tokens (all iterations), None with cost None
+    input_tokens: int | None  # billed uncached input: input and cache writes, not cache reads (as rate limits count)
     estimated: bool  # the cost is an estimate (a stream cut short, or usage missing)
     journal: bool  # its ledger line is written: the journal may record it (never ahead of the ledger)
 
@@ -205,6 +206,7 @@ class Settler:
                       attribution=attribution, decision=decision, cost=charge.cost if charge else None,
                       model=charge.model if charge else None,
                       output_tokens=charge.tokens.output if charge else None,
+                      input_tokens=uncached_input(charge.tokens) if charge else None,
                       estimated=ESTIMATED in exchange.flags or (charge is not None and ESTIMATED in charge.flags),
                       journal=journal)
         try:
@@ -237,5 +239,12 @@ def _decision_label(decision: Decision, status: int) -> str | None:
     if isinstance(decision, Reroute):
         return "downgrade"
     if isinstance(decision, Reject):
+        if decision.error_type == "rate_limit_error":
+            return "rate_limit"
         return "pause" if status == 429 else "refuse"
     return None
+
+
+def uncached_input(tokens: Tokens) -> int:
+    """Input as Anthropic's input-token rate limits count it: cache reads apart."""
+    return tokens.input + tokens.cache_write_5m + tokens.cache_write_1h
