@@ -179,6 +179,29 @@ def targets_table(inputs: Inputs) -> list[str]:
     return lines
 
 
+def variants_table(inputs: Inputs) -> list[str]:
+    """spendgate with an option on (rows named spendgate-<option>) against spendgate, as ratios from this run."""
+    rows = {row.name: row for row in inputs.rows}
+    plain = rows.get("spendgate")
+    variants = [row for row in inputs.rows if row.name.startswith("spendgate-") and row.rps]
+    if plain is None or not plain.rps or not variants:
+        return []
+    lines = ["| spendgate with | RPS non-stream vs spendgate | RPS stream vs spendgate | added p50, 2 KB: spendgate "
+             "-> with it | added p50, 400 KB | RSS |", "|---|---|---|---|---|---|"]
+    for row in variants:
+        ratios = [_ratio(*(r.rps[mode].rps if mode in r.rps else None for r in (row, plain)))
+                  for mode in ("non-stream", "stream")]
+        cells = ["—" if ratio is None else f"{ratio:.2f}x" for ratio in ratios]
+        latency = [" -> ".join(_ms(added(r, inputs.direct, size, "p50_ms")) for r in (plain, row))
+                   for size in ("small", "large")]
+        lines.append(f"| {row.label} | {cells[0]} | {cells[1]} | {latency[0]} | {latency[1]} | {_rss(row)} |")
+    return lines
+
+
+def _ms(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f} ms"
+
+
 def details(inputs: Inputs) -> list[str]:
     lines = ["| target | p50 / p99, 2 KB (1 conn) | p50 / p99, 400 KB (1 conn) | samples | wrk p50 / p99 non-stream "
              "(16 conns) | wrk p50 / p99 stream | RPS per round, non-stream; stream | core 0 / core 1 busy during wrk, "
@@ -288,6 +311,9 @@ def render(inputs: Inputs) -> str:
     lines += main_table(inputs)
     lines += ["", "## Targets (ratios from this run)", ""]
     lines += targets_table(inputs)
+    variants = variants_table(inputs)
+    if variants:
+        lines += ["", "## spendgate's options on (ratios from this run)", "", *variants]
     lines += ["", "## Policy compiler", ""]
     lines += compile_section(inputs.compile)
     lines += ["", "## Details", ""]

@@ -311,7 +311,28 @@ def spendgate_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "spendgate.cli"]
 
 
-def spendgate_service(workdir: Path, upstream: str, port: int) -> Service:
+# Rate limits per key, per developer and in total on the example cost center: far above what the run
+# sends (never refusing), so each request is checked against all nine windows and counted in them.
+RATE_LIMITS = ("  rateLimits:\n"
+               "    perVirtualKey: {requestsPerMinute: 10000000, outputTokensPerMinute: 1000000000000}\n"
+               "    perDeveloper: {requestsPerMinute: 10000000, inputTokensPerMinute: 1000000000000, "
+               "outputTokensPerMinute: 1000000000000}\n"
+               "    total: {requestsPerMinute: 10000000, inputTokensPerMinute: 1000000000000}\n")
+
+
+def rate_limited_service(workdir: Path, upstream: str, port: int) -> Service:
+    policies = workdir / "policies-rate-limits"
+    shutil.copytree(REPO / "examples" / "policies", policies, dirs_exist_ok=True)
+    centers = policies / "10-costcenters.yaml"
+    members = "  members: [alice, bob, carol]\n"
+    if members not in centers.read_text():
+        raise RuntimeError(f"{centers} changed: cannot add the rate limits")
+    centers.write_text(centers.read_text().replace(members, members + RATE_LIMITS))
+    return spendgate_service(workdir, upstream, port, policies, "spendgate-rate-limits")
+
+
+def spendgate_service(workdir: Path, upstream: str, port: int, policies: Path = REPO / "examples" / "policies",
+                      name: str = "spendgate") -> Service:
     command = spendgate_command()
     probe = subprocess.run([*command, "proxy", "--help"], capture_output=True, text=True, timeout=60,
                            check=False)
@@ -326,10 +347,59 @@ def spendgate_service(workdir: Path, upstream: str, port: int) -> Service:
     if created.returncode != 0:
         raise RuntimeError(f"`spendgate keys create` failed: {created.stderr.strip()[-300:]}")
     key = created.stdout.strip().splitlines()[0]
-    argv = [*command, "proxy", "--policies", str(REPO / "examples" / "policies"), "--keys-file",
+    argv = [*command, "proxy", "--policies", str(policies), "--keys-file",
             str(keys_file), "--upstream", upstream, "--port", str(port), "--admin-port", str(free_port())]
     argv += spendgate_feature_flags(probe.stdout, home)
-    return Service("spendgate", argv, port, api_key=key, env={"ANTHROPIC_API_KEY": UPSTREAM_KEY})
+    return Service(name, argv, port, api_key=key, env={"ANTHROPIC_API_KEY": UPSTREAM_KEY})
+
+
+# Processes a gateway needs beside it (the OpenTelemetry Collector), stopped with the mock at the end.
+COMPANIONS: list[Service] = []
+COLLECTOR_CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: {host}:{port}
+exporters:
+  file:
+    path: /dev/null
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    traces: {{receivers: [otlp], exporters: [file]}}
+    metrics: {{receivers: [otlp], exporters: [file]}}
+"""
+
+
+def start_collector(workdir: Path) -> str:
+    """A real OpenTelemetry Collector (hack/build-control-plane.sh otelcol) on the load core; its OTLP/HTTP URL."""
+    built = subprocess.run(["bash", str(REPO / "hack" / "build-control-plane.sh"), "otelcol"], capture_output=True,
+                           text=True, check=False)
+    if built.returncode != 0:
+        raise RuntimeError(f"the OpenTelemetry Collector could not be built: {built.stderr.strip()[-300:]}")
+    binary = built.stdout.strip().partition("=")[2]
+    port = free_port()
+    config = workdir / "otelcol.yaml"
+    config.write_text(COLLECTOR_CONFIG.format(host=HOST, port=port))
+    collector = Service("otelcol", [binary, f"--config=file:{config}"], port, api_key="", cpu=LOAD_CPU)
+    collector.start(workdir)
+    COMPANIONS.append(collector)
+    for _ in range(200):
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
+            return f"http://{HOST}:{port}"
+        time.sleep(0.05)
+    raise RuntimeError(f"the OpenTelemetry Collector did not listen: {collector.log_tail()}")
+
+
+def spendgate_otlp_service(workdir: Path, upstream: str, port: int) -> Service:
+    """spendgate, all features on, and every request exported to a real collector (spans and metrics)."""
+    service = spendgate_service(workdir, upstream, port)
+    service.name = "spendgate-otlp"
+    service.argv += ["--otlp-endpoint", start_collector(workdir)]
+    return service
 
 
 def spendgate_feature_flags(help_text: str, workdir: Path) -> list[str]:
@@ -366,6 +436,10 @@ def litellm_service(workdir: Path, upstream: str, port: int) -> Service:
 GATEWAYS = [
     Gateway("bare", "bare passthrough, raw ASGI (uvicorn, uvloop, httptools) + aiohttp client", bare_service),
     Gateway("spendgate", "spendgate proxy, all features on", spendgate_service, ready_limit_s=30.0),
+    Gateway("spendgate-otlp", "spendgate proxy, all features on, OTLP export to a collector", spendgate_otlp_service,
+            ready_limit_s=30.0),
+    Gateway("spendgate-rate-limits", "spendgate proxy, all features on + rate limits (per key, developer, cost "
+            "center)", rate_limited_service, ready_limit_s=30.0),
     Gateway("litellm", f"LiteLLM {os.environ.get('LITELLM_VERSION', '1.100.5')} proxy, 1 worker", litellm_service),
 ]
 
@@ -559,6 +633,8 @@ def run(settings: Settings) -> str:
         for row in rows:
             if row.service is not None:
                 row.service.stop()
+        for companion in COMPANIONS:
+            companion.stop()
         mock.stop()
     log("policy compiler benchmark")
     compile_result = run_compile_benchmark()

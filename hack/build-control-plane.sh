@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds the test suite's control plane from the Go module proxy (no Docker, no dl.k8s.io):
 # kube-apiserver and kubectl (k8s.io/kubernetes), etcd, helm, and promtool (the chart's alert rules
-# are tested with `promtool test rules`). Versions come from the go.mod files under hack/control-plane/. Each binary lands in
+# are tested with `promtool test rules`), and an OpenTelemetry Collector (otelcol: the OTLP receiver and
+# the file exporter, nothing else; the gateway's OTLP export is tested against it). Versions come from
+# the go.mod files under hack/control-plane/. Each binary lands in
 #   ${SPENDGATE_CACHE:-~/.cache/spendgate}/bin/<component>-<version>/<component>
 # and is built only when missing, so only the first run on a machine pays (measured on 2 cores:
 # about 5 minutes for all four with empty Go build and module caches, 15 ms when all are cached).
 #
-# Usage: hack/build-control-plane.sh [component...]   (default: all five)
+# Usage: hack/build-control-plane.sh [component...]   (default: all six)
 # Prints one "<component>=<path>" line per component on stdout; progress goes to stderr.
 set -euo pipefail
 
@@ -107,8 +109,16 @@ build_component() {
         go_build promtool "$version" "$modules_dir/promtool" github.com/prometheus/prometheus/cmd/promtool \
             "$(promtool_ldflags "$version")"
         ;;
+    otelcol)
+        # The sources are what the collector's builder generates from builder-config.yaml (the
+        # smallest distribution it makes); after changing a version there, regenerate them with
+        #   cd hack/control-plane/otelcol && go run go.opentelemetry.io/collector/cmd/builder@<version> \
+        #       --config builder-config.yaml --skip-compilation
+        version="$(required_version "$modules_dir/otelcol" go.opentelemetry.io/collector/otelcol)"
+        go_build otelcol "$version" "$modules_dir/otelcol" . ""
+        ;;
     *)
-        die "unknown component '$1' (known: kube-apiserver kubectl etcd helm promtool)"
+        die "unknown component '$1' (known: kube-apiserver kubectl etcd helm promtool otelcol)"
         ;;
     esac
 }
@@ -116,7 +126,7 @@ build_component() {
 main() {
     local components=("$@")
     if ((${#components[@]} == 0)); then
-        components=(kube-apiserver kubectl etcd helm promtool)
+        components=(kube-apiserver kubectl etcd helm promtool otelcol)
     fi
     local component
     for component in "${components[@]}"; do

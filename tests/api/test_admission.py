@@ -100,6 +100,49 @@ spec: {code: DUP-1, members: [alice, alice]}
         "spec.members", "spec.members: Value error, must not contain duplicates: alice")
 
 
+RATE_LIMIT_REFUSALS = [
+    ("{}", "spec.rateLimits", "rateLimits must set at least one of perVirtualKey, perDeveloper, total"),
+    ("{perDeveloper: {}}", "spec.rateLimits.perDeveloper",
+     "a rate limit must set at least one of requestsPerMinute, inputTokensPerMinute, outputTokensPerMinute"),
+    ("{total: {requestsPerMinute: 0}}", "spec.rateLimits.total.requestsPerMinute", ""),
+    ("{perVirtualKey: {outputTokensPerMinute: '60'}}", "spec.rateLimits.perVirtualKey.outputTokensPerMinute", ""),
+    ("{perDeveloper: {requestsPerMinute: 60, tokensPerMinute: 5}}", "spec.rateLimits.perDeveloper", ""),
+]
+
+
+@pytest.mark.parametrize(("limits", "field", "words"), RATE_LIMIT_REFUSALS)
+def test_rate_limits_are_refused_by_both_admissions_naming_the_field(
+        control_plane: ControlPlane, limits: str, field: str, words: str) -> None:
+    manifest = f"""apiVersion: spendgate.io/v1alpha1
+kind: CostCenter
+metadata: {{name: limited-{uuid.uuid4().hex[:6]}}}
+spec: {{code: LIM, rateLimits: {limits}}}
+"""
+    result = control_plane.kubectl("create", "--dry-run=server", "-f", "-", stdin=manifest, check=False)
+    assert result.returncode != 0, f"the API server accepted {limits}"
+    assert field in result.stderr, result.stderr
+    assert words in result.stderr
+    (error,) = load_text(manifest).errors
+    assert error.field.startswith(field), (error.field, error.message)
+    assert words in error.message
+
+
+def test_rate_limits_are_accepted(control_plane: ControlPlane) -> None:
+    manifest = f"""apiVersion: spendgate.io/v1alpha1
+kind: CostCenter
+metadata: {{name: limited-{uuid.uuid4().hex[:6]}}}
+spec:
+  code: LIM-OK
+  rateLimits:
+    perVirtualKey: {{requestsPerMinute: 30}}
+    perDeveloper: {{requestsPerMinute: 60, inputTokensPerMinute: 400000, outputTokensPerMinute: 80000}}
+    total: {{outputTokensPerMinute: 1000000}}
+"""
+    result = control_plane.kubectl("create", "--dry-run=server", "-f", "-", stdin=manifest, check=False)
+    assert result.returncode == 0, result.stderr
+    assert load_text(manifest).errors == []
+
+
 def test_minimal_objects_are_accepted(control_plane: ControlPlane, namespace: str) -> None:
     """Optional lists that CEL rules read are defaulted, so leaving them out is fine."""
     minimal = f"""apiVersion: spendgate.io/v1alpha1

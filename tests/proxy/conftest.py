@@ -17,6 +17,7 @@ import pytest
 from proxy.proxy_harness import UPSTREAM_KEY, Keys, Running, StartGateway
 from spendgate.adapters.keysfile import create_key, revoke_key
 from spendgate.proxy.admission import Admission
+from spendgate.proxy.budgetviews import BudgetReader
 from spendgate.proxy.bundles import PolicyDirectory
 from spendgate.proxy.server import Proxy, Settings
 from spendgate.proxy.settle import SpendSink
@@ -57,12 +58,12 @@ async def start_gateway(upstream: MockUpstream, policies: Path, keys: Keys, tmp_
     started: list[Proxy] = []
 
     async def start(admission: Admission | None = None, spend_sink: SpendSink | None = None,
-                    **overrides: Any) -> Running:
+                    budgets: BudgetReader | None = None, **overrides: Any) -> Running:
         ledger = tmp_path / f"ledger-{len(started)}.jsonl"
         settings = Settings(**{"source": PolicyDirectory(policies, keys.file), "upstream_key": UPSTREAM_KEY,
                                "upstream_url": upstream.url, "port": 0, "admin_port": 0, "ledger": str(ledger),
                                "reload_interval": 0.02, **overrides})
-        proxy = Proxy(settings, admission=admission, spend_sink=spend_sink)
+        proxy = Proxy(settings, admission=admission, spend_sink=spend_sink, budgets=budgets)
         await proxy.start()
         started.append(proxy)
         return Running(proxy, ledger)

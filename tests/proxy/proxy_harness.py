@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,16 @@ class Running:
 
 
 StartGateway = Callable[..., Awaitable[Running]]
+
+
+class Clock:
+    """Monotonic time that a test can move forward (the SDK's and Claude Code's waits stay real)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
 
 
 def message_request(stream: bool = False, model: str = "claude-opus-5-5", **extra: Any) -> dict[str, Any]:

@@ -100,6 +100,8 @@ async def test_alert_then_downgrade_then_pause(start_gateway: StartGateway, poli
     assert response.headers["x-should-retry"] == "false"
     assert 0 < int(response.headers["retry-after"]) <= 25 * 3600
     assert response.headers["anthropic-ratelimit-unified-status"] == "rejected"
+    assert response.headers["anthropic-ratelimit-unified-overage-disabled-reason"] == "org_spend_cap_reached"
+    assert "anthropic-ratelimit-unified-overage-status" not in response.headers  # Claude Code would reword it
     assert len(priced.requests) == len(seen)  # the paused request never went upstream
 
     ledger = running.ledger()
@@ -129,12 +131,25 @@ async def test_usage_headers_on_success(start_gateway: StartGateway, policies: P
                                                                          "x-spendgate"))} == {
         "anthropic-ratelimit-unified-status": "allowed_warning",
         "anthropic-ratelimit-unified-reset": headers["anthropic-ratelimit-unified-reset"],
-        "anthropic-ratelimit-unified-utilization": "0.8500",
+        "anthropic-ratelimit-unified-representative-claim": "overage",
+        "anthropic-ratelimit-unified-overage-status": "allowed_warning",
+        "anthropic-ratelimit-unified-overage-utilization": "0.8500",
+        "anthropic-ratelimit-unified-overage-reset": headers["anthropic-ratelimit-unified-reset"],
+        "anthropic-ratelimit-unified-overage-surpassed-threshold": "0.8",
         "x-spendgate-budget": "ai-budgets/alice-dollar",
         "x-spendgate-budget-used": "85.0%",
         "x-spendgate-budget-state": "Alert",
     }
     assert int(headers["anthropic-ratelimit-unified-reset"]) > 0
+
+
+async def test_under_the_alert_threshold_no_threshold_is_surpassed(
+        start_gateway: StartGateway, policies: Path, keys: Keys, priced: MockUpstream, tmp_path: Path) -> None:
+    running = await already_spent(start_gateway, policies, tmp_path, "0.5")
+    headers = (await send(running, keys.alice)).headers
+    assert headers["anthropic-ratelimit-unified-status"] == "allowed"
+    assert headers["anthropic-ratelimit-unified-overage-utilization"] == "0.5000"
+    assert "anthropic-ratelimit-unified-overage-surpassed-threshold" not in headers
 
 
 async def test_paused_survives_a_restart_and_spares_free_routes(

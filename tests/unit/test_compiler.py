@@ -166,3 +166,18 @@ def test_every_error_names_a_field_and_renders_for_people() -> None:
     for error in result.errors:
         assert error.field
         assert str(error).startswith(f"{error.kind} ")
+
+
+def test_rate_limits_reach_the_bundle_and_a_bundle_without_them_keeps_its_bytes() -> None:
+    plain = cost_center("eng")
+    limited = plain.replace("code: ENG", "code: ENG\n  rateLimits:\n    perDeveloper: {requestsPerMinute: 60}\n"
+                                         "    total: {outputTokensPerMinute: 90000}")
+    without = compile_policies(objects(plain)).bundle
+    assert b"rateLimits" not in dumps(without)
+    signed = compile_policies(objects(limited)).bundle
+    (entry,) = signed.bundle.costCenters
+    assert entry.rateLimits is not None and entry.rateLimits.perDeveloper is not None
+    assert (entry.rateLimits.perDeveloper.requestsPerMinute, entry.rateLimits.perVirtualKey) == (60, None)
+    assert entry.rateLimits.total is not None and entry.rateLimits.total.outputTokensPerMinute == 90000
+    assert loads(dumps(signed)) == signed
+    assert signed.contentHash != without.contentHash

@@ -18,7 +18,7 @@ from spendgate.adapters.ledgerfiles import write_ledger
 from spendgate.adapters.policysource import open_policies
 from spendgate.cli import main
 from spendgate.logic.dryrun import DryRun
-from spendgate.logic.ledgerrecord import LedgerRecord
+from spendgate.logic.ledgerrecord import LedgerDecision, LedgerRecord
 from spendgate.logic.policydiff import diff_bundles
 from spendgate.logic.synth import SynthSettings, synthesize
 
@@ -50,6 +50,25 @@ def test_diff_speaks_policy(tmp_path: Path) -> None:
         "platform: moved: parent engineering -> (top level)",
     ]
     assert diff_bundles(BASE.bundle, BASE.bundle) == []
+
+
+def test_diff_names_every_rate_limit_that_changes(tmp_path: Path) -> None:
+    head = tmp_path / "head"
+    shutil.copytree(EXAMPLES, head)
+    centers = head / "10-costcenters.yaml"
+    centers.write_text(centers.read_text().replace(
+        "  members: [alice, bob, carol]\n",
+        "  members: [alice, bob, carol]\n  rateLimits: {perDeveloper: {requestsPerMinute: 60}, "
+        "total: {outputTokensPerMinute: 1000000}}\n"))
+    limited = open_policies(str(head)).result.bundle.bundle
+    assert [str(change) for change in diff_bundles(BASE.bundle, limited)] == [
+        "platform: rate limit perDeveloper requests none -> 60/min",
+        "platform: rate limit total output tokens none -> 1,000,000/min",
+    ]
+    centers.write_text(centers.read_text().replace("requestsPerMinute: 60", "requestsPerMinute: 120"))
+    raised = open_policies(str(head)).result.bundle.bundle
+    assert [str(change) for change in diff_bundles(limited, raised)] == [
+        "platform: rate limit perDeveloper requests 60/min -> 120/min"]
 
 
 def git(repo: Path, *arguments: str) -> str:
@@ -92,6 +111,23 @@ def test_replaying_the_recorded_policy_reproduces_every_decision() -> None:
     spent = {budget.id: budget.base_spent for budget in report.budgets}
     assert spent["ai-budgets/alice-daily"] == sum(r.cost for r in RECORDS if r.developer == "alice")
     assert spent["ai-budgets/platform-monthly"] == sum(r.cost for r in RECORDS if r.cost_center == "platform")
+
+
+def test_attempts_a_rate_limit_refused_are_not_replayed() -> None:
+    """A rate-limited attempt is no budget decision and its retry is its own line: left out, the
+    recording is still reproduced whole."""
+    answered = next(r for r in RECORDS if r.decision.action == "forward" and r.tokens is not None)
+    refused = answered._replace(
+        request_id="req_proxy_rate_limited", status=429, outcome="rejected", error_type="rate_limit_error", tokens=None,
+        cost=Decimal(0), decision=LedgerDecision("reject", "rate limit: developer alice (cost center platform, "
+                                                           "perDeveloper) 60 requests/min", None))
+    records = sorted([*RECORDS, refused], key=lambda record: record.time)
+    replay = DryRun(BASE.bundle, BASE.bundle)
+    replay.feed(records)
+    report = replay.report()
+    assert refused.rate_limited and not answered.rate_limited
+    assert (report.ledger_requests, report.replayed) == (len(RECORDS) + 1, len(RECORDS))
+    assert report.mismatches == 0 and report.base_matches == len(RECORDS)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -180,6 +180,14 @@ def test_pause_message_reads_well_in_a_terminal() -> None:
     )
 
 
+def test_pause_message_of_a_budget_under_a_cent_shows_the_amounts() -> None:
+    idx = index(budget("tiny", "platform", "{kind: CostCenter}", limit="0.005"))
+    decision = decide(idx, ALICE, OPUS, 1, Spend({"tiny": "0.0055123"}), NOW)
+    assert decision.deciding is not None
+    assert "Budget t/tiny (cost center platform): $0.0055 of $0.005 spent (110.2%)." in pause_message(
+        decision.deciding.standing, idx)
+
+
 def test_fullest_budget_is_reported() -> None:
     idx = index(budget("alice", "platform", "{kind: Developer, name: alice}"),
                 budget("org", "engineering", "{kind: CostCenter}", limit="1000"))

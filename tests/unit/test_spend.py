@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from spendgate.api.v1alpha1 import BudgetState, SpendEntry, SpendReportSpec
-from spendgate.logic.spend import exact, fold_entries, fold_reports, format_percent, latest_reports, state_for, to_cents
+from spendgate.logic.spend import (
+    exact,
+    fold_entries,
+    fold_reports,
+    format_money,
+    format_percent,
+    format_usd,
+    latest_reports,
+    state_for,
+    to_cents,
+)
 from spendgate.policy.bundle import ThresholdEntry
 
 BUDGET, WINDOW = "ai-budgets/alice-daily", "2026-11-24"
@@ -62,3 +76,42 @@ def test_formatting_for_people_and_machines() -> None:
     assert exact(Decimal("1.500000")) == "1.5"
     assert exact(Decimal("1E+2")) == "100"
     assert format_percent(Decimal(1), Decimal(3)) == "33.3%"
+
+
+def test_money_for_people_keeps_amounts_under_a_cent_readable() -> None:
+    assert [format_money(Decimal(text)) for text in ("0", "0.0042", "0.014", "0.005", "0.00995", "0.1",
+                                                       "1234.567", "-0.00000004")] == [
+        "$0.00", "$0.0042", "$0.014", "$0.005", "$0.01", "$0.10", "$1,234.57", "-$0.00000004"]
+
+
+AMOUNTS = st.decimals(allow_nan=False, allow_infinity=False, min_value=Decimal("-1e15"), max_value=Decimal("1e15"))
+
+
+def shown_value(text: str) -> Decimal:
+    return Decimal(text.replace("$", "").replace(",", ""))
+
+
+@given(AMOUNTS)
+def test_money_is_within_five_percent_and_never_zero_for_a_non_zero_amount(amount: Decimal) -> None:
+    text = format_money(amount)
+    assert re.fullmatch(r"-?\$\d{1,3}(,\d{3})*\.\d{2,}", text), text
+    shown = shown_value(text)
+    if amount == 0:
+        assert text == "$0.00"
+        return
+    assert shown != 0 and (shown < 0) == (amount < 0)
+    # two significant digits at least: the rounding error is at most half of the second digit
+    assert abs(shown - amount) <= abs(amount) / 20
+
+
+@given(AMOUNTS.filter(lambda amount: abs(amount) >= Decimal("0.1")))
+def test_money_from_ten_cents_up_is_the_reports_format(amount: Decimal) -> None:
+    assert format_money(amount) == format_usd(amount)
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False, min_value=Decimal(0), max_value=Decimal("1e6"), places=12))
+def test_money_never_hides_a_cent_or_more_than_it_needs(amount: Decimal) -> None:
+    """Cents at least; past the cent only the digits that carry the two significant ones."""
+    fraction = format_money(amount).partition(".")[2]
+    assert len(fraction) >= 2
+    assert len(fraction) == 2 or not fraction.endswith("0")

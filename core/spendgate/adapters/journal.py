@@ -32,6 +32,16 @@ from spendgate.logic.tracker import Charge, Totals
 
 logger = logging.getLogger("spendgate.journal")
 
+STATE_DIR_ENV = "SPENDGATE_STATE_DIR"
+JOURNAL_NAME = "spend.journal"
+
+
+def default_state_dir(port: int) -> Path:
+    """Where a proxy on client port `port` keeps its journal unless told (`--state-dir`)."""
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV])
+    return Path.home() / ".local" / "state" / "spendgate" / str(port)
+
 
 @dataclass(frozen=True)
 class Entry:

@@ -155,6 +155,37 @@ class AlertTarget(_Spec):
     secretRef: SecretKeyRef
 
 
+class RateLimit(_Spec):
+    """How much may be sent per minute (any 60 seconds); each count is optional, one at least."""
+
+    # strict: a quoted number is refused here as the API server refuses it
+    requestsPerMinute: int | None = Field(default=None, ge=1, le=10**7, strict=True, description="Messages requests.")
+    inputTokensPerMinute: int | None = Field(
+        default=None, ge=1, le=10**12, strict=True,
+        description="Uncached input tokens (input plus cache writes; cache reads do not count, as at Anthropic).")
+    outputTokensPerMinute: int | None = Field(default=None, ge=1, le=10**12, strict=True)
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        rule("has(self.requestsPerMinute) || has(self.inputTokensPerMinute) || has(self.outputTokensPerMinute)",
+             "a rate limit must set at least one of requestsPerMinute, inputTokensPerMinute, outputTokensPerMinute"),
+    ]
+
+
+class RateLimits(_Spec):
+    """Per-minute limits for the cost center's requests and those of the cost centers below it: each
+    virtual key's, each developer's (all their keys together), and all of them together."""
+
+    perVirtualKey: RateLimit | None = Field(default=None, description="Each virtual key's requests.")
+    perDeveloper: RateLimit | None = Field(default=None, description="Each developer's requests, all their keys "
+                                                                      "together.")
+    total: RateLimit | None = Field(default=None, description="All requests of the cost center and those below it.")
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        rule("has(self.perVirtualKey) || has(self.perDeveloper) || has(self.total)",
+             "rateLimits must set at least one of perVirtualKey, perDeveloper, total"),
+    ]
+
+
 class CostCenterSpec(_Spec):
     code: str = Field(
         min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
@@ -172,6 +203,12 @@ class CostCenterSpec(_Spec):
         default=False,
         description="Refuse requests without the x-spendgate-repo tag from keys of this cost center and the cost "
                     "centers below it, so nobody steps around a Repository budget by omitting the tag.",
+    )
+
+    rateLimits: RateLimits | None = Field(
+        default=None,
+        description="Requests and tokens per minute, per virtual key, per developer and in total; over a limit the "
+                    "gateway answers 429 rate_limit_error with retry-after, which clients back off on and retry.",
     )
 
     cel_rules: ClassVar[list[dict[str, str]]] = [

@@ -3,7 +3,8 @@
 Every subcommand answers bad input with one line that names what is wrong and exits non-zero;
 no stack traces. Each command group lives in its own module with a `register(commands)`; the proxy
 and the operator are imported only when their subcommand runs, so `spendgate validate` in a PR
-check starts fast and needs neither aiohttp nor kopf.
+check starts fast and needs neither aiohttp nor kopf. A lean command (the status line, which Claude
+Code runs after every turn) imports its own module and nothing else.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from spendgate.adapters.keysfile import KeysFileError
-from spendgate.adapters.keystores import KeyStoreError
-from spendgate.cli import audit, diff, dryrun, finance, keys, ledger, policies
 from spendgate.cli.common import HelpFormatter, UsageError
 
 DEBUG_ENV = "SPENDGATE_DEBUG"
-# Command groups, in the order `spendgate --help` lists them.
-COMMAND_MODULES = (policies, diff, dryrun, keys, ledger, audit, finance)
+# Command groups (modules of spendgate.cli), in the order `spendgate --help` lists them.
+COMMAND_MODULES: tuple[str, ...] = (
+    "policies", "diff", "dryrun", "keys", "ledger", "audit", "finance", "status", "statusline")
+# Commands whose parser needs only their own module.
+LEAN_COMMANDS: dict[str, tuple[str, ...]] = {"statusline": ("statusline",)}
 # Subcommands that live with their component: module path, each with add_arguments() and run().
 COMPONENT_COMMANDS = {
     "proxy": ("spendgate.proxy.main", "run the gateway (standalone with --policies, or from a bundle)"),
@@ -31,13 +32,21 @@ COMPONENT_COMMANDS = {
 
 
 def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
-    """The whole parser; only the `requested` component's module is imported for its options."""
+    """The whole parser; for a component (a long-running process: the proxy, the operator) or a lean
+    command, only its own, so that nothing else is imported into it."""
     parser = argparse.ArgumentParser(prog="spendgate", description=__doc__.splitlines()[0],
                                      formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMAND_MODULES:
-        module.register(commands)
-    for name, (module_path, help_text) in COMPONENT_COMMANDS.items():
+    modules: tuple[str, ...]
+    if requested in COMPONENT_COMMANDS:
+        modules, components = (), {requested: COMPONENT_COMMANDS[requested]}
+    elif requested in LEAN_COMMANDS:
+        modules, components = LEAN_COMMANDS[requested], {}
+    else:
+        modules, components = COMMAND_MODULES, COMPONENT_COMMANDS
+    for module in modules:
+        importlib.import_module(f"spendgate.cli.{module}").register(commands)
+    for name, (module_path, help_text) in components.items():
         sub = commands.add_parser(name, help=help_text, description=help_text,
                                   formatter_class=HelpFormatter)
         sub.set_defaults(component=module_path)
@@ -54,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "component", None):
             return int(importlib.import_module(args.component).run(args))
         return int(args.handler(args))
-    except (UsageError, KeysFileError, KeyStoreError) as error:
+    except _input_errors() as error:  # evaluated only when something was raised
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -72,6 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: internal error ({type(error).__name__}: {error}); set {DEBUG_ENV}=1 for the traceback "
               "and please report it", file=sys.stderr)
         return 1
+
+
+def _input_errors() -> tuple[type[Exception], ...]:
+    """Bad input, ours and the adapters': those are imported when one may have been raised (the key
+    stores bring the Kubernetes client, which a lean command never loads)."""
+    from spendgate.adapters.keysfile import KeysFileError
+    from spendgate.adapters.keystores import KeyStoreError
+
+    return UsageError, KeysFileError, KeyStoreError
 
 
 __all__ = ["UsageError", "build_parser", "main"]

@@ -203,7 +203,7 @@ class DryRun:
             if self._first is None:
                 self._first = record.time
             self._last = record.time
-            if record.budgeted:
+            if record.budgeted and not record.rate_limited:  # its retry is in the ledger as its own request
                 self._replay(record)
 
     def _replay(self, record: LedgerRecord) -> None:

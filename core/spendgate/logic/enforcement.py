@@ -27,7 +27,7 @@ from typing import NamedTuple, Protocol
 
 from spendgate.api.v1alpha1 import BudgetState, Enforcement, Period, ScopeKind
 from spendgate.logic.repository import normalize_repository
-from spendgate.logic.spend import DOWNGRADE, PAUSED, Thresholds, at_least, format_percent, most_severe, to_cents
+from spendgate.logic.spend import DOWNGRADE, PAUSED, Thresholds, at_least, format_money, format_percent, most_severe
 from spendgate.logic.windows import Window, window_at, zone
 from spendgate.policy.bundle import BudgetEntry, Bundle, CostCenterEntry, RoutingPolicyEntry, RuleEntry
 
@@ -319,8 +319,8 @@ def pause_message(standing: Standing, index: BudgetIndex) -> str:
     alerted = ", ".join(cost_center.alertTargets) if cost_center and cost_center.alertTargets else "nobody"
     return (
         f"spend limit reached ({PERIOD_WORDS[budget.window.period]}; resets {resets}) · "
-        f"Budget {budget.id} ({_scope_words(budget)}): ${to_cents(standing.spent)} of "
-        f"${to_cents(standing.limit)} spent ({format_percent(standing.spent, standing.limit)}). "
+        f"Budget {budget.id} ({_scope_words(budget)}): {format_money(standing.spent)} of "
+        f"{format_money(standing.limit)} spent ({format_percent(standing.spent, standing.limit)}). "
         f"Alerted: {alerted}. Ask the owners of cost center {budget.costCenter} to raise the limit."
     )
 

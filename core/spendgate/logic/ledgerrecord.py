@@ -109,6 +109,11 @@ class LedgerRecord(NamedTuple):
         return self.decision.action != "reject"
 
     @property
+    def rate_limited(self) -> bool:
+        """Refused by a rate limit: not a budget's decision, and the client sends it again."""
+        return not self.admitted and self.error_type == "rate_limit_error"
+
+    @property
     def charged(self) -> bool:
         """Its cost counted against budgets: an admitted, budgeted request whose usage came back."""
         return self.budgeted and self.admitted and self.tokens is not None and self.outcome != "proxy_error"

@@ -18,7 +18,7 @@ from typing import Final, TypeVar
 
 from spendgate.api.v1alpha1 import ScopeKind
 from spendgate.logic.spend import format_usd
-from spendgate.policy.bundle import BudgetEntry, Bundle, CostCenterEntry, RoutingPolicyEntry, RuleEntry
+from spendgate.policy.bundle import BudgetEntry, Bundle, CostCenterEntry, RateLimitsEntry, RoutingPolicyEntry, RuleEntry
 
 SECTIONS: Final = ("Budget", "RoutingPolicy", "CostCenter", "VirtualKeys")
 T = TypeVar("T")
@@ -177,7 +177,30 @@ def _cost_center_changes(old: CostCenterEntry, new: CostCenterEntry) -> list[str
     if old.alertTargets != new.alertTargets:
         before, after = ", ".join(old.alertTargets) or "none", ", ".join(new.alertTargets) or "none"
         found.append(f"alert targets {before} -> {after}")
+    if old.rateLimits != new.rateLimits:
+        found.extend(_rate_limit_changes(old.rateLimits, new.rateLimits))
     return found
+
+
+RATE_LIMIT_SCOPES: Final = ("perVirtualKey", "perDeveloper", "total")
+RATE_LIMIT_UNITS: Final = (("requestsPerMinute", "requests"), ("inputTokensPerMinute", "input tokens"),
+                           ("outputTokensPerMinute", "output tokens"))
+
+
+def _rate_limit_changes(old: RateLimitsEntry | None, new: RateLimitsEntry | None) -> list[str]:
+    """"rate limit perDeveloper requests 60/min -> 120/min", one line per number that changed."""
+    found = []
+    for scope in RATE_LIMIT_SCOPES:
+        before, after = getattr(old, scope, None), getattr(new, scope, None)
+        for field, unit in RATE_LIMIT_UNITS:
+            was, now = getattr(before, field, None), getattr(after, field, None)
+            if was != now:
+                found.append(f"rate limit {scope} {unit} {_per_minute(was)} -> {_per_minute(now)}")
+    return found
+
+
+def _per_minute(value: int | None) -> str:
+    return "none" if value is None else f"{value:,}/min"
 
 
 # Virtual keys: counts only -----------------------------------------------------------------------

@@ -222,11 +222,11 @@ def _rate(value: Any) -> Rate | None:
     return Rate(value.base, tuple((tier.start, tier.price) for tier in value.tiers))
 
 
-def _genai_rates(model: str, day: date, speed: str | None) -> ModelRates | None:
+def _genai_rates(model: str, day: date, speed: str | None, provider: str) -> ModelRates | None:
     at = datetime(day.year, day.month, day.day)
     context = {"speed": speed} if speed else None
     try:
-        resolved = calc_price(Usage(), model, provider_id="anthropic", genai_request_timestamp=at,
+        resolved = calc_price(Usage(), model, provider_id=provider, genai_request_timestamp=at,
                               price_context=context)
     except LookupError:
         return None
@@ -264,12 +264,32 @@ def _declared_rates(model: str, price: ModelPrice, source: PriceSource) -> Model
     )
 
 
-class PriceBook:
-    """Prices for one bundle's pricing section. Build a new one when the bundle changes."""
+ANTHROPIC: Final = "anthropic"
 
-    def __init__(self, pricing: PricingEntry) -> None:
+
+class PriceBook:
+    """Prices for one bundle's pricing section, as one provider's ids name the models. Build a new
+    one when the bundle changes.
+
+    The provider is genai-prices' id: `anthropic` (the default), `aws` (Amazon Bedrock: its model ids,
+    and the regional endpoints' premium) or `google` (Vertex AI). Overrides and the fallback are the
+    bundle's, the same for every provider.
+    """
+
+    def __init__(self, pricing: PricingEntry, provider: str = ANTHROPIC) -> None:
         self._pricing = pricing
+        self._provider = provider
         self._cache: dict[tuple[str, date, str | None], ModelRates] = {}
+        self._others: dict[str, PriceBook] = {}
+
+    def for_provider(self, provider: str) -> PriceBook:
+        """The same bundle's prices for another provider's ids (built once, then shared)."""
+        if provider == self._provider:
+            return self
+        found = self._others.get(provider)
+        if found is None:
+            found = self._others[provider] = PriceBook(self._pricing, provider)
+        return found
 
     def rates(self, model: str, day: date, speed: str | None = None) -> ModelRates:
         key = (model, day, speed)
@@ -284,7 +304,7 @@ class PriceBook:
         overrides = self._pricing.overrides
         if model in overrides:
             return _declared_rates(model, overrides[model], PriceSource.OVERRIDE)
-        known = _genai_rates(model, day, speed)
+        known = _genai_rates(model, day, speed, self._provider)
         if known is not None and known.model in overrides:
             return _declared_rates(known.model, overrides[known.model], PriceSource.OVERRIDE)
         return known or _declared_rates(model, self._pricing.fallback, PriceSource.FALLBACK)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 
 from spendgate.api.v1alpha1 import BudgetState, SpendEntry, SpendReportSpec
 from spendgate.policy.bundle import ThresholdEntry
@@ -70,6 +70,23 @@ def format_usd(amount: Decimal, signed: bool = False) -> str:
     cents = amount.quantize(CENT, rounding=ROUND_HALF_UP)
     sign = "-" if cents < 0 else ("+" if signed and cents > 0 else "")
     return f"{sign}${abs(cents):,.2f}"
+
+
+def format_money(amount: Decimal) -> str:
+    """For people, whatever the size (messages, `spendgate status`, the status line): dollars with
+    thousands separators and at least two decimals, and at least two significant digits, so an amount
+    under a cent stays readable: "$1,234.56", "$0.014", "$0.0042", "-$0.00000004", never "$0.00"
+    for something that is not zero. Rounded half-up; trailing zeros past the cent are dropped."""
+    if not amount:
+        return "$0.00"
+    # Two significant digits: the first is at 10**adjusted(), so quantize to one place below it.
+    places = max(2, 1 - abs(amount).adjusted())
+    with localcontext() as context:  # enough digits for any magnitude: quantize never raises
+        context.prec = max(28, abs(amount).adjusted() + places + 2)
+        rounded = abs(amount).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    whole, _, fraction = f"{rounded:,f}".partition(".")
+    fraction = fraction[:2] + fraction[2:].rstrip("0")
+    return f"{'-' if amount < 0 else ''}${whole}.{fraction}"
 
 
 def exact(amount: Decimal) -> str:

@@ -37,6 +37,20 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class RateLimitEntry(_Frozen):
+    """Per minute; None: not limited."""
+
+    requestsPerMinute: int | None = None
+    inputTokensPerMinute: int | None = None
+    outputTokensPerMinute: int | None = None
+
+
+class RateLimitsEntry(_Frozen):
+    perVirtualKey: RateLimitEntry | None = None
+    perDeveloper: RateLimitEntry | None = None
+    total: RateLimitEntry | None = None
+
+
 class CostCenterEntry(_Frozen):
     name: str
     code: str
@@ -46,6 +60,16 @@ class CostCenterEntry(_Frozen):
     members: list[str] = Field(default_factory=list)
     alertTargets: list[str] = Field(default_factory=list, description="Names only, for messages; URLs stay in Secrets.")
     requireRepositoryTag: bool = Field(default=False, description="Requests must carry the repository tag.")
+    rateLimits: RateLimitsEntry | None = Field(default=None, description="Per minute, for this cost center and below.")
+
+    @model_serializer(mode="wrap")
+    def _without_no_rate_limits(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Written only when set, so bundles without rate limits keep their bytes and content hash (and
+        proxies that predate the field read them)."""
+        data: dict[str, Any] = handler(self)
+        if data.get("rateLimits") is None:
+            data.pop("rateLimits", None)
+        return data
 
 
 class WindowEntry(_Frozen):

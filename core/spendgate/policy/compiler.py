@@ -20,6 +20,7 @@ from spendgate.policy.bundle import (
     CostCenterEntry,
     KeyEntry,
     PricingEntry,
+    RateLimitsEntry,
     RoutingPolicyEntry,
     RuleEntry,
     ScopeEntry,
@@ -83,6 +84,7 @@ def _cost_centers(cost_centers: dict[str, api.CostCenter], errors: list[PolicyEr
             ancestors=ancestors, members=sorted(set(spec.members)),
             alertTargets=sorted(target.name for target in spec.alertTargets),
             requireRepositoryTag=spec.requireRepositoryTag,
+            rateLimits=RateLimitsEntry.model_validate(spec.rateLimits.model_dump()) if spec.rateLimits else None,
         ))
     return entries
 

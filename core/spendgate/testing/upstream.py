@@ -33,6 +33,18 @@ from typing import Any
 
 from aiohttp import web
 
+from spendgate.testing.clouds import (
+    BEDROCK_PATH,
+    VERTEX_PATH,
+    AwsAccount,
+    GoogleIssuer,
+    bedrock_chunk,
+    bedrock_forbidden,
+    sigv4_problem,
+    vertex_unauthenticated,
+    with_invocation_metrics,
+)
+
 DEFAULT_MODEL = "claude-opus-5-5"
 PIECE = 12  # characters per delta when text or JSON is streamed
 
@@ -231,6 +243,9 @@ class MockUpstream:
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _runner: web.AppRunner | None = None
     port: int = 0
+    # The clouds' front doors (clouds.py): answered only when their credentials are given to check.
+    aws: AwsAccount | None = None
+    google: GoogleIssuer | None = None
 
     @property
     def url(self) -> str:
@@ -248,6 +263,8 @@ class MockUpstream:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self.google is not None:
+            self.google.token_uri = f"{self.url}/token"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -261,6 +278,15 @@ class MockUpstream:
         headers = {"request-id": request_id, "anthropic-organization-id": "org-mock",
                    "anthropic-ratelimit-requests-limit": "4000", "anthropic-ratelimit-requests-remaining": "3999",
                    "anthropic-ratelimit-requests-reset": "2026-11-24T00:00:01Z"}
+        if self.google is not None and request.path == "/token" and request.method == "POST":
+            status, answer = self.google.grant(body)
+            return web.json_response(answer, status=status)
+        bedrock = BEDROCK_PATH.fullmatch(request.path)
+        if bedrock is not None and self.aws is not None:
+            return await self._bedrock(request, received, bedrock["model"], bedrock["operation"])
+        vertex = VERTEX_PATH.fullmatch(request.path)
+        if vertex is not None and self.google is not None:
+            return await self._vertex(request, received, vertex["model"], vertex["operation"], headers)
         if request.path == "/v1/messages" and request.method == "POST":
             return await self._messages(request, received, headers)
         if request.path == "/v1/messages/count_tokens":
@@ -275,6 +301,62 @@ class MockUpstream:
             return web.Response(body=gzip.compress(echo), headers={**headers, "content-encoding": "gzip",
                                                                    "content-type": "application/json"})
         return web.Response(body=echo, content_type="application/json", headers=headers)
+
+    async def _bedrock(self, request: web.Request, received: Received, model: str, operation: str
+                       ) -> web.StreamResponse:
+        assert self.aws is not None
+        lowered = {name.lower(): value for name, value in request.headers.items()}
+        problem = sigv4_problem(self.aws, request.method, request.host, request.raw_path, lowered, received.body)
+        headers = {"x-amzn-requestid": f"mock-{next(self._ids):06d}"}
+        if problem is not None:
+            return web.Response(status=403, body=bedrock_forbidden(problem), content_type="application/json",
+                                headers={**headers, "x-amzn-errortype": "InvalidSignatureException"})
+        if operation == "count-tokens":
+            return web.json_response({"inputTokens": max(1, len(received.body) // 4)}, headers=headers)
+        reply = self._reply_for(request)
+        if reply.status != 200 or reply.scenario is None:
+            return web.Response(status=reply.status, body=reply.body or b"", headers=headers,
+                                content_type=reply.content_type)
+        message_id = "msg_bdrk_" + hashlib.sha256(received.body).hexdigest()[:24]
+        if operation == "invoke":
+            return web.Response(body=message_json(reply.scenario, model, message_id), headers=headers,
+                                content_type="application/json")
+        events = [with_invocation_metrics(event, reply.scenario.usage)
+                  for event in stream_events(reply.scenario, model, message_id)]
+        response = web.StreamResponse(headers={**headers, "content-type": "application/vnd.amazon.eventstream"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        frames = [bedrock_chunk(event) for event in events]
+        data = b"".join(frames)
+        chunks = frames if reply.chunk_size is None else [data[at:at + reply.chunk_size]
+                                                         for at in range(0, len(data), reply.chunk_size)]
+        for sent, chunk in enumerate(chunks):
+            if sent == reply.fail_after and reply.fail is not None:
+                await _fail(request, reply.fail)
+                return response
+            await response.write(chunk)
+            received.sent += chunk
+        await response.write_eof()
+        return response
+
+    async def _vertex(self, request: web.Request, received: Received, model: str, operation: str,
+                      headers: dict[str, str]) -> web.StreamResponse:
+        assert self.google is not None
+        problem = self.google.problem(request.headers.get("authorization", ""))
+        if problem is not None:
+            return web.Response(status=401, body=vertex_unauthenticated(problem), content_type="application/json")
+        if model == "count-tokens":
+            return web.json_response({"input_tokens": max(1, len(received.body) // 4)}, headers=headers)
+        reply = self._reply_for(request)
+        if reply.status != 200 or reply.scenario is None:
+            return web.Response(status=reply.status, body=reply.body or b"", headers=headers,
+                                content_type=reply.content_type)
+        message_id = "msg_vrtx_" + hashlib.sha256(received.body).hexdigest()[:24]
+        if operation == "streamRawPredict":
+            return await self._stream(request, received, reply, stream_events(reply.scenario, model, message_id),
+                                      headers)
+        return web.Response(body=message_json(reply.scenario, model, message_id), headers=headers,
+                            content_type="application/json")
 
     def _reply_for(self, request: web.Request) -> Reply:
         reply = self._queue.popleft() if self._queue else SCENARIOS.get(

@@ -1,4 +1,5 @@
-"""The admin port: /livez, /readyz (with the bundle's version and the last load error), /metrics.
+"""The admin port: /livez, /readyz (with the bundle's version and the last load error), /metrics,
+and /budgets (every budget as `kubectl get budgets` would show it, from this proxy's view of spend).
 
 Separate from the client port, so metrics and health are never reachable with a virtual key
 and never compete with client traffic. Plain ASGI: three fixed routes need no framework, and
@@ -8,11 +9,13 @@ importing one would cost start-up time and memory (DESIGN.md section 4: ready in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from spendgate.proxy.asgi import Receive, Scope, Send, respond
+from spendgate.proxy.budgetviews import BudgetReader, views_json
 from spendgate.proxy.bundles import BundleHolder
 from spendgate.proxy.metrics import ProxyMetrics
 
@@ -29,10 +32,12 @@ class Health:
 
 
 class AdminApp:
-    def __init__(self, bundles: BundleHolder, metrics: ProxyMetrics, health: Health) -> None:
+    def __init__(self, bundles: BundleHolder, metrics: ProxyMetrics, health: Health,
+                 budgets: BudgetReader | None = None) -> None:
         self._bundles = bundles
         self._metrics = metrics
         self._health = health
+        self._budgets = budgets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,8 +53,12 @@ class AdminApp:
         elif path == "/metrics":
             await respond(send, 200, [(b"content-type", CONTENT_TYPE_LATEST.encode())],
                           generate_latest(self._metrics.registry))
+        elif path == "/budgets" and self._budgets is not None:
+            views = self._budgets.all_budgets(self._bundles.current.signed, datetime.now(UTC))
+            await respond(send, 200, JSON, views_json(views))
         else:
-            await respond(send, 404, TEXT, b"not found: /livez, /readyz, /metrics\n")
+            routes = "/livez, /readyz, /metrics" + (", /budgets" if self._budgets is not None else "")
+            await respond(send, 404, TEXT, f"not found: {routes}\n".encode())
 
     def readiness(self) -> tuple[bool, bytes]:
         """Ready whenever a bundle is in force and every background task runs. A refused newer bundle

@@ -21,9 +21,11 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from decimal import Decimal
-from typing import Final
+from functools import lru_cache
+from typing import Final, NamedTuple
 
 from spendgate.api.v1alpha1 import BudgetState
+from spendgate.logic.budgetview import BudgetViews, budget_views
 from spendgate.logic.enforcement import (
     Action,
     BudgetIndex,
@@ -37,6 +39,7 @@ from spendgate.logic.enforcement import (
     repository_required_message,
 )
 from spendgate.logic.pricing import MILLION, PriceBook
+from spendgate.logic.ratelimit import Admitted
 from spendgate.logic.spend import at_least, format_percent
 from spendgate.logic.tracker import Charge, Reservation, SpendTracker
 from spendgate.logic.windows import utc_now, window_at
@@ -52,6 +55,7 @@ from spendgate.proxy.admission import (
     Reroute,
 )
 from spendgate.proxy.live import LiveSpend
+from spendgate.proxy.ratelimits import RateLimits
 from spendgate.proxy.settle import Spend, Start
 
 # Until a developer has this many settled requests, reserve this many output tokens per request.
@@ -60,33 +64,46 @@ MIN_SAMPLES: Final = 20
 SAMPLES: Final = 200
 
 
-class OutputEstimate:
-    """A developer's typical output: the 90th percentile of their recent responses.
+class RecentTokens:
+    """A developer's typical count of one kind of token: the 90th percentile of their recent responses.
 
     Claude Code sends max_tokens 128000 on every turn, so reserving max_tokens would pause people
-    who are far under budget; the recent p90 bounds the overshoot without false pauses.
+    who are far under budget; the recent p90 bounds the overshoot without false pauses. Likewise a
+    request body counts its cached context, which input-token rate limits do not.
     """
 
     def __init__(self) -> None:
         self._recent: dict[str, deque[int]] = defaultdict(lambda: deque(maxlen=SAMPLES))
 
-    def tokens(self, developer: str) -> int:
+    def tokens(self, developer: str, default: int) -> int:
         recent = self._recent.get(developer)
         if recent is None or len(recent) < MIN_SAMPLES:
-            return DEFAULT_OUTPUT_TOKENS
+            return default
         ordered = sorted(recent)
         return ordered[int(len(ordered) * 0.9) - 1]
 
-    def observe(self, developer: str, output_tokens: int) -> None:
-        self._recent[developer].append(output_tokens)
+    def observe(self, developer: str, tokens: int) -> None:
+        self._recent[developer].append(tokens)
+
+
+class Hold(NamedTuple):
+    """What an admitted request holds until it settles: its spend reservation, and what it counted
+    against rate limits (None when none binds the caller)."""
+
+    reservation: Reservation
+    rate: Admitted | None = None
 
 
 class BudgetAdmission:
-    """Admission and SpendSink in one: the reservation made at admission is settled here too."""
+    """Admission and SpendSink in one: the reservation made at admission is settled here too. With
+    `rates`, the cost centers' rate limits are checked after the budgets (a paused budget is said so
+    first: a rate limit would tell a client to retry what a pause refuses until the reset)."""
 
-    def __init__(self, tracker: SpendTracker) -> None:
+    def __init__(self, tracker: SpendTracker, rates: RateLimits | None = None) -> None:
         self._tracker = tracker
-        self._outputs = OutputEstimate()
+        self._rates = rates
+        self._outputs = RecentTokens()
+        self._inputs = RecentTokens()  # uncached input, as rate limits count it
         self._indexed: tuple[str, BudgetIndex] | None = None
 
     # Admission -----------------------------------------------------------------------------
@@ -106,13 +123,28 @@ class BudgetAdmission:
         decision = decide(index, caller, request.model, input_tokens, self._tracker, request.now)
         if decision.action is Action.PAUSE:
             return self._reject(decision, index, request)
-        estimate = self._estimate(request.prices, decision.model, input_tokens, identity.developer, request)
-        hold = self._tracker.reserve([(s.budget.id, s.window.id) for s in decision.standings], estimate.cost)
+        output_tokens = self._outputs.tokens(identity.developer, DEFAULT_OUTPUT_TOKENS)
+        rate = self._rate_limit(request, input_tokens, output_tokens)
+        if isinstance(rate, Reject):
+            return rate
+        estimate = self._estimate(request.prices, decision.model, input_tokens, output_tokens, request)
+        hold = Hold(self._tracker.reserve([(s.budget.id, s.window.id) for s in decision.standings], estimate.cost),
+                    rate)
         headers = usage_headers(decision.fullest)
         if decision.action is Action.REROUTE:
             headers += (("x-spendgate-downgraded-from", request.model),)
             return Reroute(decision.model, describe_decision(decision), headers, hold, estimate)
         return Forward(describe_decision(decision), headers, hold, estimate)
+
+    def _rate_limit(self, request: AdmissionRequest, input_tokens: int, output_tokens: int) -> Admitted | Reject | None:
+        """Count the request against the caller's rate limits: the body's tokens, but no more than the
+        developer's recent p90 of uncached input (most of a Claude Code body is cached context)."""
+        rates, identity = self._rates, request.attribution.identity
+        limits = rates.limits_for(request.bundle, identity) if rates is not None else ()
+        if rates is None or not limits:
+            return None
+        uncached = min(input_tokens, self._inputs.tokens(identity.developer, input_tokens))
+        return rates.admit(limits, uncached, output_tokens, request.now)
 
     def _index(self, signed: SignedBundle) -> BudgetIndex:
         """Built once per bundle: the hot path only does dictionary lookups."""
@@ -120,10 +152,10 @@ class BudgetAdmission:
             self._indexed = (signed.contentHash, BudgetIndex(signed.bundle))
         return self._indexed[1]
 
-    def _estimate(self, prices: PriceBook, model: str, input_tokens: int, developer: str,
+    @staticmethod
+    def _estimate(prices: PriceBook, model: str, input_tokens: int, output_tokens: int,
                   request: AdmissionRequest) -> Estimate:
         rates = prices.rates(model, request.now.date())
-        output_tokens = self._outputs.tokens(developer)
         cost = (input_tokens * rates.input.base + output_tokens * rates.output.base) / MILLION
         return Estimate(cost, input_tokens, output_tokens, rates.model, rates.source)
 
@@ -136,28 +168,43 @@ class BudgetAdmission:
             ("retry-after", str(retry_after)),
             ("anthropic-ratelimit-unified-status", "rejected"),
             ("anthropic-ratelimit-unified-reset", str(int(standing.window.end.timestamp()))),
+            # With this (and no overage status), Claude Code in gateway mode shows our message as it is
+            # instead of "not your usage limit" (docs/proxy.md, "What Claude Code shows").
+            ("anthropic-ratelimit-unified-overage-disabled-reason", "org_spend_cap_reached"),
             ("x-spendgate-budget", standing.budget.id),
         )
         return Reject(429, "billing_error", pause_message(standing, index), describe_decision(decision), headers)
+
+    # BudgetReader: the admin port's /budgets and a developer's own -----------------------------
+
+    def all_budgets(self, signed: SignedBundle, now: datetime) -> BudgetViews:
+        return budget_views(signed.bundle.budgets, self._tracker.settled, now)
+
+    def budgets_of(self, signed: SignedBundle, caller: Caller, now: datetime) -> BudgetViews:
+        return budget_views(self._index(signed).budgets_for(caller), self._tracker.settled, now)
 
     # SpendSink -----------------------------------------------------------------------------
 
     def begin(self, start: Start) -> None:
         hold = start.decision.hold
-        if isinstance(hold, Reservation):
-            self._tracker.begin(hold, start.exchange_id, start.interrupted_line, start.ledger_position)
+        if isinstance(hold, Hold):
+            self._tracker.begin(hold.reservation, start.exchange_id, start.interrupted_line, start.ledger_position)
 
     def record(self, spend: Spend) -> None:
         hold = spend.decision.hold
-        if not isinstance(hold, Reservation):
+        if not isinstance(hold, Hold):
             return
-        if spend.output_tokens is not None and not spend.estimated:
-            self._outputs.observe(spend.attribution.identity.developer, spend.output_tokens)
+        developer = spend.attribution.identity.developer
+        if spend.output_tokens is not None and spend.input_tokens is not None and not spend.estimated:
+            self._outputs.observe(developer, spend.output_tokens)
+            self._inputs.observe(developer, spend.input_tokens)
+        if hold.rate is not None and self._rates is not None:  # nothing billable came back: nothing used
+            self._rates.settle(hold.rate, spend.input_tokens or 0, spend.output_tokens or 0)
         journal_id = spend.exchange_id if spend.journal else None
         if spend.cost is None:
-            self._tracker.release(hold, spend.request_id, journal_id)
+            self._tracker.release(hold.reservation, spend.request_id, journal_id)
         else:
-            self._tracker.settle(hold, spend.request_id, spend.cost, journal_id, journal=spend.journal)
+            self._tracker.settle(hold.reservation, spend.request_id, spend.cost, journal_id, journal=spend.journal)
 
 
 def ended_charges(charges: Iterable[Charge], bundle: Bundle, now: datetime) -> set[Charge]:
@@ -187,18 +234,46 @@ async def prune_forever(tracker: SpendTracker, bundle: Callable[[], Bundle], liv
 
 
 def usage_headers(fullest: Standing | None) -> Headers:
-    """How full the caller's fullest budget is, on every answer: Claude Code warns from the
-    `anthropic-ratelimit-unified-*` family (as with Anthropic's own gateway); the `x-spendgate-*`
-    headers say the same for people and scripts."""
+    """How full the caller's fullest budget is, on every answer, in the `anthropic-ratelimit-unified-*`
+    headers of Anthropic's own gateway for a developer's spend cap: Claude Code in gateway mode
+    (CLAUDE_CODE_USE_GATEWAY=1, the virtual key as ANTHROPIC_AUTH_TOKEN) shows "You've used 85% of your
+    usage credits · resets ..." once a threshold is passed (the `-surpassed-threshold` header) and 70%
+    is used; with an API key it reads none of them (docs/proxy.md, "What Claude Code shows"). The
+    `x-spendgate-*` headers say the same for people and scripts."""
     if fullest is None:
         return ()
-    warning = at_least(fullest.state, BudgetState.ALERT)
-    utilization = (fullest.spent / fullest.limit).quantize(Decimal("0.0001"))
+    status = "allowed_warning" if at_least(fullest.state, BudgetState.ALERT) else "allowed"
+    reset = str(int(fullest.window.end.timestamp()))
+    surpassed = surpassed_threshold(fullest)
     return (
-        ("anthropic-ratelimit-unified-status", "allowed_warning" if warning else "allowed"),
-        ("anthropic-ratelimit-unified-reset", str(int(fullest.window.end.timestamp()))),
-        ("anthropic-ratelimit-unified-utilization", str(utilization)),
+        ("anthropic-ratelimit-unified-status", status),
+        ("anthropic-ratelimit-unified-reset", reset),
+        ("anthropic-ratelimit-unified-representative-claim", "overage"),
+        ("anthropic-ratelimit-unified-overage-status", status),
+        ("anthropic-ratelimit-unified-overage-utilization", str((fullest.spent / fullest.limit).quantize(FRACTION))),
+        ("anthropic-ratelimit-unified-overage-reset", reset),
+        *((("anthropic-ratelimit-unified-overage-surpassed-threshold", surpassed),) if surpassed else ()),
         ("x-spendgate-budget", fullest.budget.id),
         ("x-spendgate-budget-used", format_percent(fullest.spent, fullest.limit)),
         ("x-spendgate-budget-state", fullest.state.value),
     )
+
+
+FRACTION: Final = Decimal("0.0001")
+
+
+def surpassed_threshold(standing: Standing) -> str | None:
+    """The highest threshold the budget's state has passed, as a fraction of the limit ("0.8")."""
+    thresholds, state = standing.budget.thresholds, standing.state
+    if state is BudgetState.OK:
+        return None
+    if state is BudgetState.ALERT:
+        return percent_fraction(thresholds.alertPercent)
+    if state is BudgetState.DOWNGRADE:
+        return percent_fraction(thresholds.downgradePercent)
+    return percent_fraction(thresholds.pausePercent)
+
+
+@lru_cache(maxsize=64)
+def percent_fraction(percent: int) -> str:
+    return str(Decimal(percent) / 100)

@@ -24,6 +24,8 @@ METRICS_FAILED: Final = "metrics_failed"
 SCAN_FAILED: Final = "scan_failed"  # the stream scanner broke: the stream went on, usage as far as read
 JOURNAL_FAILED: Final = "journal_failed"  # the start line could not be journaled: not SIGKILL-safe
 INTERNAL_ERROR: Final = "internal_error"  # a gateway bug ended the request (logged with its traceback)
+# A downgrade on Bedrock or Vertex found no id of the cascade model that provider's prices know: forwarded as asked.
+REROUTE_UNMAPPED: Final = "reroute_unmapped"
 
 _BOOT: Final = secrets.token_hex(6)  # exchange ids are unique across restarts and proxies without coordination
 _sequence = itertools.count(1)
@@ -54,10 +56,14 @@ class Exchange:
     settled: bool = False  # settle runs exactly once, whatever path the request takes
     endpoint: Endpoint | None = None
     bundle_version: str = ""
+    provider: str = "anthropic"  # gen_ai.provider.name of the route: anthropic, aws.bedrock, gcp.vertex_ai
+    traceparent: bytes | None = None  # the client's W3C trace context (forwarded unchanged; telemetry continues it)
+    tracestate: bytes | None = None
     request_id: str = ""
     identity: Identity | None = None  # from the key, as soon as it is checked
     attribution: Attribution | None = None  # identity and tags, once the body is read
     requested_model: str | None = None
+    model_in_path: bool = False  # Bedrock and Vertex: the path's model id is what is priced (it says the region)
     forwarded_model: str | None = None
     served_model: str | None = None
     stream: bool = False
@@ -95,5 +101,8 @@ class Exchange:
 
     @property
     def model(self) -> str | None:
-        """The model that ran, as best known: the response's, else the one sent upstream."""
+        """The model to price: the response's, else the one sent upstream. On Bedrock and Vertex the id in
+        the path (its geography prefix says which price applies), not the response's plain model name."""
+        if self.model_in_path:
+            return self.forwarded_model or self.requested_model
         return self.served_model or self.forwarded_model or self.requested_model

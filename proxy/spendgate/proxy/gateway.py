@@ -1,18 +1,21 @@
 """The gateway: what Claude Code reaches through ANTHROPIC_BASE_URL. The hot path, top to bottom:
 
-1. route         only /v1/ is served; the endpoint decides what is parsed and priced
+1. route         a provider's path (Anthropic /v1/, Bedrock, Vertex AI); the endpoint decides what is
+                 parsed and priced
 2. authenticate  the virtual key's SHA-256 -> developer and cost center, or 401
 3. read body     bounded (413 past the limit), read once
 4. attribute     the JSON body parsed once (messages, count_tokens); tags from the headers
 5. admit         Admission decides: forward, reroute to another model, or reject   <- enforcement
-6. forward       to the upstream, the client's credential swapped for the organisation's key
+6. forward       to the provider's upstream, the client's credential swapped for the organisation's
 7. relay         an event stream chunk by chunk as it arrives, scanned on the side for usage;
                  any other response of /v1/messages whole (it is small and carries the usage)
 8. settle        price, ledger, metrics, spend sink; only then does the response complete
 
 Plain ASGI on purpose: a framework's routing and request objects cost more than this whole path
-(DESIGN.md section 4). Nothing here rewrites a byte the upstream sends; the request body is
-rewritten only when admission reroutes it to another model.
+(DESIGN.md section 4). Nothing here rewrites a byte the upstream sends; the request body (or, where
+the path names the model, the path) is rewritten only when admission reroutes it to another model.
+What differs between Anthropic, Amazon Bedrock and Google Vertex AI is in providers.py, bedrock.py
+and vertex.py: routes, credentials, the stream's framing.
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -31,15 +33,17 @@ from typing import Any, Final
 import aiohttp
 import orjson
 
+from spendgate.logic.pricing import PriceBook
 from spendgate.proxy.admission import Admission, AdmissionRequest, Endpoint, Reject, Reroute, with_model
 from spendgate.proxy.asgi import RawHeaders, Receive, Scope, Send
 from spendgate.proxy.attribution import TAG_HEADERS, attribute, credential, identify
 from spendgate.proxy.bundles import ActiveBundle, BundleHolder
-from spendgate.proxy.errors import ProxyError, error_body, new_request_id, sse_error_event
+from spendgate.proxy.errors import ProxyError, error_body, new_request_id
 from spendgate.proxy.exchange import (
     ESTIMATED,
     INTERNAL_ERROR,
     NO_USAGE,
+    REROUTE_UNMAPPED,
     SCAN_FAILED,
     USAGE_UNREADABLE,
     Exchange,
@@ -56,8 +60,9 @@ from spendgate.proxy.message import (
     read_message,
     readable,
 )
+from spendgate.proxy.providers import Provider, Route
 from spendgate.proxy.settle import Settler
-from spendgate.proxy.sse import StreamScanner
+from spendgate.proxy.sse import EventUsage
 from spendgate.proxy.upstream import Upstream
 
 logger = logging.getLogger("spendgate.proxy")
@@ -83,33 +88,6 @@ BODY_LEFT_UNREAD: Final = frozenset({408})
 CLIENT_CLOSED_REQUEST: Final = 499  # the ledger's status for a client that left before any answer
 
 
-def endpoint_for(method: str, path: str) -> Endpoint | None:
-    """Routing on the path alone (Claude Code adds `?beta=true`); None outside /v1/.
-
-    Case and a trailing slash do not matter here, whatever the upstream makes of them: a spelling
-    the upstream might route to its Messages endpoint is priced as one."""
-    method, path = method.upper(), path.lower().rstrip("/")
-    if path == "/v1/messages" and method == "POST":
-        return Endpoint.MESSAGES
-    if path == "/v1/messages/count_tokens" and method == "POST":
-        return Endpoint.COUNT_TOKENS
-    if method == "GET" and (path == "/v1/models" or path.startswith("/v1/models/")):
-        return Endpoint.MODELS
-    return Endpoint.PASSTHROUGH if path.startswith("/v1/") else None
-
-
-# What a normalised request path never holds: percent-encoding (no API path needs it; %2e%2e and
-# %2f would hide dot segments and slashes), empty or dot segments, backslashes, parameters.
-UNNORMALISED = re.compile(rb"%|//|\\|;|(^|/)\.\.?(/|$)")
-
-
-def check_normalised(raw_path: bytes) -> None:
-    """Refuse a path an upstream could normalise into another endpoint (/v1/models/../messages)."""
-    if UNNORMALISED.search(raw_path):
-        raise ProxyError("invalid_request_error", "the request path must be normalised: no percent-encoding, "
-                         "dot segments, empty segments, backslashes or parameters")
-
-
 @dataclass(slots=True)
 class Inbound:
     """The client's headers, read in one pass: what goes upstream, and what the proxy itself needs."""
@@ -119,14 +97,24 @@ class Inbound:
     authorization: bytes | None = None
     content_length: bytes | None = None
     tags: dict[bytes, bytes] = field(default_factory=dict)
+    traceparent: bytes | None = None  # forwarded too: the client's trace goes on upstream unchanged
+    tracestate: bytes | None = None
 
 
-def read_headers(raw: Iterable[tuple[bytes, bytes]], identity_encoding: bool) -> Inbound:
+def read_headers(raw: Iterable[tuple[bytes, bytes]], identity_encoding: bool,
+                 dropped: frozenset[bytes] = frozenset()) -> Inbound:
+    """`dropped`: the provider's own credential headers (e.g. a client's SigV4 signature), never forwarded."""
     inbound = Inbound()
     listed: set[bytes] = set()  # headers the client's Connection header makes hop-by-hop
     for name, value in raw:
         if name in TAG_HEADERS:
             inbound.tags[name] = value
+        elif name == b"traceparent":
+            inbound.traceparent = value
+        elif name == b"tracestate":
+            inbound.tracestate = value
+        if name in dropped:
+            continue
         if name in REQUEST_DROPPED:
             if name == b"x-api-key":
                 inbound.api_key = value
@@ -156,6 +144,15 @@ def declared_length(value: bytes | None) -> int | None:
         raise ProxyError("invalid_request_error", "content-length is not a number") from None
 
 
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """Where an admitted request went: its provider, that provider's upstream, and its prices."""
+
+    provider: Provider
+    upstream: Upstream
+    prices: PriceBook
+
+
 class ClientGone(Exception):
     """The client disconnected before its request was read."""
 
@@ -182,7 +179,8 @@ def too_large(limit: int) -> ProxyError:
     return ProxyError("request_too_large", f"request body is larger than the gateway's limit of {limit} bytes")
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
+def parse_body(body: bytes, model_in_body: bool = True) -> dict[str, Any]:
+    """The JSON body; `model_in_body`: the body must name the model (the path does on Bedrock and Vertex)."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -190,7 +188,7 @@ def parse_body(body: bytes) -> dict[str, Any]:
     if not isinstance(parsed, dict):
         raise ProxyError("invalid_request_error", "request body must be a JSON object")
     model = parsed.get("model")
-    if not isinstance(model, str) or not model:
+    if model_in_body and (not isinstance(model, str) or not model):
         raise ProxyError("invalid_request_error", "model: a model id (string) is required")
     return parsed
 
@@ -214,9 +212,9 @@ def response_headers(raw: Iterable[tuple[bytes, bytes]], keep_length: bool) -> t
     return headers, request_id
 
 
-def is_event_stream(response: aiohttp.ClientResponse) -> bool:
+def content_type(response: aiohttp.ClientResponse) -> str:
     # The raw header, not response.content_type: that one parses the header's parameters every time.
-    return response.headers.get("content-type", "").startswith("text/event-stream")
+    return str(response.headers.get("content-type", ""))
 
 
 def encoded(headers: Iterable[tuple[str, str]]) -> RawHeaders:
@@ -235,13 +233,15 @@ def abandon_upstream(response: aiohttp.ClientResponse, watcher: asyncio.Future[N
 
 
 class Gateway:
-    def __init__(self, bundles: BundleHolder, upstream: Upstream, admission: Admission, settler: Settler,
+    def __init__(self, bundles: BundleHolder, providers: Sequence[Provider], admission: Admission, settler: Settler,
                  max_body_bytes: int, max_passthrough_body_bytes: int, max_buffered_response_bytes: int,
                  body_timeout: float) -> None:
+        """`providers` in the order their paths are tried (Anthropic's /v1/ catch-all last)."""
         self._bundles = bundles
-        self._upstream = upstream
+        self._providers = providers
         self._admission = admission
         self._settler = settler
+        self._price_ids = {provider.name: provider.prices for provider in providers}
         self._limits = {endpoint: max_body_bytes if endpoint in PARSED else max_passthrough_body_bytes
                         for endpoint in Endpoint}
         self._max_buffered = max_buffered_response_bytes
@@ -260,14 +260,14 @@ class Gateway:
             await self._refuse(send, exchange, active, error)
         except ClientGone:
             exchange.status, exchange.outcome = CLIENT_CLOSED_REQUEST, Outcome.CLIENT_DISCONNECTED
-            self._settler.settle(exchange, active.prices)
+            self._settler.settle(exchange, self._prices(exchange, active))
         except Exception:  # a bug: still an Anthropic-shaped answer, one ledger line, a clean end
             logger.exception("internal error on %s %s (%s)", exchange.method, exchange.path, exchange.id)
             exchange.flags.add(INTERNAL_ERROR)
             if exchange.first_byte is None:
                 await self._refuse(send, exchange, active, ProxyError("api_error", "internal gateway error", 500))
             else:
-                self._settler.settle(exchange, active.prices)  # once: a no-op if it had settled
+                self._settler.settle(exchange, self._prices(exchange, active))  # once: a no-op if it had settled
                 await self._end(send)
 
     @staticmethod
@@ -278,52 +278,85 @@ class Gateway:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send, exchange: Exchange,
                       active: ActiveBundle) -> None:
-        check_normalised(scope["raw_path"])  # 1. route
-        endpoint = endpoint_for(exchange.method, exchange.path)
-        if endpoint is None:
-            raise ProxyError("not_found_error", f"{exchange.path} is not served: the gateway serves /v1/")
-        exchange.endpoint = endpoint
-        inbound = read_headers(scope["headers"], identity_encoding=endpoint is Endpoint.MESSAGES)
+        provider, route = self._route(exchange.method, scope["raw_path"])  # 1. route
+        endpoint = exchange.endpoint = route.endpoint
+        exchange.provider = provider.name
+        inbound = read_headers(scope["headers"], identity_encoding=endpoint is Endpoint.MESSAGES,
+                               dropped=provider.dropped)
+        exchange.traceparent, exchange.tracestate = inbound.traceparent, inbound.tracestate
         # 2. authenticate
         key = credential(inbound.api_key, inbound.authorization)
         identity = exchange.identity = identify(key, active.owners, active.keys, exchange.received_at)
+        upstream = provider.serving()
         # 3. read the body; 4. attribute
         body = await self._read_body(receive, declared_length(inbound.content_length), self._limits[endpoint])
         exchange.request_bytes = len(body)
-        parsed = parse_body(body) if endpoint in PARSED else None
+        parsed = parse_body(body, model_in_body=route.model is None) if endpoint in PARSED else None
         exchange.attribution = attribute(identity, inbound.tags, user_id_of(parsed) if parsed else None)
         if parsed is not None:
-            exchange.requested_model = parsed["model"]
-            exchange.stream = parsed.get("stream") is True
+            exchange.requested_model = route.model or parsed["model"]
+            exchange.model_in_path = route.model is not None
+            exchange.stream = route.stream if route.stream is not None else parsed.get("stream") is True
 
         # 5. admit: the enforcement seam
+        prices = self._prices(exchange, active)
         decision = self._admission.admit(AdmissionRequest(
             endpoint=endpoint, attribution=exchange.attribution, model=exchange.requested_model,
-            stream=exchange.stream, body_bytes=len(body), body=parsed, bundle=active.signed, prices=active.prices,
+            stream=exchange.stream, body_bytes=len(body), body=parsed, bundle=active.signed, prices=prices,
             now=exchange.received_at))
         exchange.decision = decision
         if isinstance(decision, Reject):
             raise ProxyError(decision.error_type, decision.message, decision.status)
         exchange.admitted = True
+        target = scope["raw_path"].decode("latin-1")
         if isinstance(decision, Reroute) and parsed is not None:
-            body = with_model(parsed, decision.model)
-            exchange.forwarded_model = decision.model
+            if route.model is None:
+                body = with_model(parsed, decision.model)
+                exchange.forwarded_model = decision.model
+            else:
+                target = self._reroute_path(provider, route, target, decision.model, exchange, prices)
 
         # 6. forward (journaled as started first); 7. relay and 8. settle, both in the relay
         if endpoint is Endpoint.MESSAGES:
             self._settler.begin(exchange)
-        target = scope["raw_path"].decode("latin-1")
         if scope["query_string"]:
             target += "?" + scope["query_string"].decode("latin-1")
         exchange.upstream_sent = perf_counter()
-        response = await self._upstream.open(exchange.method, target, inbound.forward, body)
+        response = await upstream.open(exchange.method, target, inbound.forward, body)
+        del body, parsed  # a 400 KB turn need not stay in memory for the minutes its answer streams
+        leg = Leg(provider, upstream, prices)
         try:
-            if endpoint is Endpoint.MESSAGES and not is_event_stream(response):
-                await self._relay_whole(send, response, exchange, active)
+            scanner = provider.scanner(content_type(response)) if endpoint is Endpoint.MESSAGES else None
+            if endpoint is Endpoint.MESSAGES and scanner is None:
+                await self._relay_whole(send, response, exchange, leg)
             else:
-                await self._relay_stream(receive, send, response, exchange, active)
+                await self._relay_stream(receive, send, response, exchange, leg, scanner)
         finally:
             response.release()
+
+    def _route(self, method: str, raw_path: bytes) -> tuple[Provider, Route]:
+        for provider in self._providers:
+            route = provider.route(method, raw_path)
+            if route is not None:
+                return provider, route
+        path = raw_path.decode("latin-1")
+        raise ProxyError("not_found_error", f"{path} is not served: the gateway serves the Anthropic API's /v1/, "
+                                            "Amazon Bedrock's /model/ and Vertex AI's /v1/projects/ paths")
+
+    def _prices(self, exchange: Exchange, active: ActiveBundle) -> PriceBook:
+        return active.prices.for_provider(self._price_ids[exchange.provider])
+
+    @staticmethod
+    def _reroute_path(provider: Provider, route: Route, target: str, model: str, exchange: Exchange,
+                      prices: PriceBook) -> str:
+        """Bedrock and Vertex name the model in the path: a reroute goes there, as that provider's id."""
+        assert route.model is not None
+        mapped = provider.model_for(model, route.model, prices, exchange.received_at.date())
+        if mapped is None:  # no id of the cascade model that this provider is known to serve: as asked
+            exchange.flags.add(REROUTE_UNMAPPED)
+            return target
+        exchange.forwarded_model = mapped
+        return provider.target(target, route, mapped)
 
     async def _read_body(self, receive: Receive, declared: int | None, limit: int) -> bytes:
         try:
@@ -334,7 +367,7 @@ class Gateway:
                                               "(--client-body-timeout)", 408) from None
 
     async def _relay_whole(self, send: Send, response: aiohttp.ClientResponse, exchange: Exchange,
-                           active: ActiveBundle) -> None:
+                           leg: Leg) -> None:
         """A non-streaming Message (or an error): read it, read its usage, settle, answer. One larger
         than the buffer limit is streamed through as it arrives, its usage read from its tail."""
         exchange.status = response.status
@@ -346,17 +379,17 @@ class Gateway:
                 kept.append(chunk)
                 size += len(chunk)
                 if size > self._max_buffered:
-                    await self._relay_large(send, response, exchange, active, b"".join(kept), chunks)
+                    await self._relay_large(send, response, exchange, leg, b"".join(kept), chunks)
                     return
         except TimeoutError:
-            raise self._upstream.timed_out() from None
+            raise leg.upstream.timed_out() from None
         except aiohttp.ClientError as error:
-            raise self._upstream.broke_off(error) from None
+            raise leg.upstream.broke_off(error) from None
         exchange.upstream_done = perf_counter()
         body = b"".join(kept)
         self._read_answer(exchange, readable(body, content_encoding(response.headers)))
         await self._start(send, exchange, response, keep_length=True)
-        self._settler.settle(exchange, active.prices)
+        self._settler.settle(exchange, leg.prices)
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     @staticmethod
@@ -370,7 +403,7 @@ class Gateway:
             exchange.error_type = error_type_of(body) if body is not None else None
 
     async def _relay_large(self, send: Send, response: aiohttp.ClientResponse, exchange: Exchange,
-                           active: ActiveBundle, first: bytes, rest: Any) -> None:
+                           leg: Leg, first: bytes, rest: Any) -> None:
         """Past the buffer limit: relay as it arrives, keeping only the head and the tail, and the
         last chunk back until the answer is settled."""
         exchange.upstream_done = perf_counter()
@@ -381,9 +414,9 @@ class Gateway:
                 await send({"type": "http.response.body", "body": held, "more_body": True})
                 held, tail = chunk, (tail + chunk)[-TAIL_BYTES:]
         except TimeoutError:
-            exchange.outcome, exchange.error_type = Outcome.UPSTREAM_FAILED, self._upstream.timed_out().error_type
+            exchange.outcome, exchange.error_type = Outcome.UPSTREAM_FAILED, leg.upstream.timed_out().error_type
         except aiohttp.ClientError as error:
-            exchange.outcome, exchange.error_type = Outcome.UPSTREAM_FAILED, self._upstream.broke_off(error).error_type
+            exchange.outcome, exchange.error_type = Outcome.UPSTREAM_FAILED, leg.upstream.broke_off(error).error_type
         if content_encoding(response.headers) not in ("", "identity"):
             exchange.flags.add(USAGE_UNREADABLE)
         elif exchange.status == 200:
@@ -392,20 +425,18 @@ class Gateway:
             exchange.outcome = Outcome.UPSTREAM_ERROR
         if exchange.status == 200 and exchange.usage is None and USAGE_UNREADABLE not in exchange.flags:
             exchange.flags.add(USAGE_UNREADABLE)
-        self._settler.settle(exchange, active.prices)
+        self._settler.settle(exchange, leg.prices)
         await send({"type": "http.response.body", "body": held, "more_body": False})
 
     async def _relay_stream(self, receive: Receive, send: Send, response: aiohttp.ClientResponse,
-                            exchange: Exchange, active: ActiveBundle) -> None:
-        """Relay chunk by chunk as they arrive; an event stream of /v1/messages is also scanned for usage."""
+                            exchange: Exchange, leg: Leg, scanner: EventUsage | None) -> None:
+        """Relay chunk by chunk as they arrive; the event stream of a Message is also scanned for usage."""
         exchange.upstream_done = perf_counter()
         exchange.status = response.status
         if response.status >= 400:
             exchange.outcome = Outcome.UPSTREAM_ERROR
-        events = is_event_stream(response)
-        scanner = StreamScanner() if events and exchange.endpoint is Endpoint.MESSAGES else None
         inflater = self._inflater(exchange, response) if scanner is not None else None
-        await self._start(send, exchange, response, keep_length=not events)
+        await self._start(send, exchange, response, keep_length=scanner is None)
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         watcher.add_done_callback(partial(abandon_upstream, response))
         failure: ProxyError | None = None
@@ -417,21 +448,21 @@ class Gateway:
                     assert scanner is not None
                     scanning = self._scan(exchange, scanner, inflater.feed(chunk) if inflater else chunk)
         except TimeoutError:
-            failure = self._upstream.timed_out()
+            failure = leg.upstream.timed_out()
         except aiohttp.ClientError as error:
-            failure = self._upstream.broke_off(error)
+            failure = leg.upstream.broke_off(error)
         client_left = watcher.done()
         watcher.cancel()
         if client_left:
             exchange.outcome = Outcome.CLIENT_DISCONNECTED
         elif failure is not None:
             exchange.outcome, exchange.error_type = Outcome.UPSTREAM_FAILED, failure.error_type
-            if events:
-                await send({"type": "http.response.body", "body": self._stream_failure(scanner, failure),
-                            "more_body": True})
+            if scanner is not None:
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": scanner.failure_bytes(failure.error_type, failure.message)})
         if scanner is not None:
             self._take_usage(exchange, scanner)
-        self._settler.settle(exchange, active.prices)
+        self._settler.settle(exchange, leg.prices)
         await send(END)
 
     @staticmethod
@@ -445,7 +476,7 @@ class Gateway:
         return None
 
     @staticmethod
-    def _scan(exchange: Exchange, scanner: StreamScanner, data: bytes) -> bool:
+    def _scan(exchange: Exchange, scanner: EventUsage, data: bytes) -> bool:
         """Feed the side scanner; False once it broke: the stream goes on unscanned (flagged, logged),
         and is billed on the usage read so far."""
         try:
@@ -457,13 +488,7 @@ class Gateway:
         return True
 
     @staticmethod
-    def _stream_failure(scanner: StreamScanner | None, failure: ProxyError) -> bytes:
-        """An `error` event telling the client the stream broke; a half-sent event is ended first."""
-        closing = b"" if scanner is None or scanner.at_event_boundary else b"\n\n"
-        return closing + sse_error_event(failure.error_type, failure.message)
-
-    @staticmethod
-    def _take_usage(exchange: Exchange, scanner: StreamScanner) -> None:
+    def _take_usage(exchange: Exchange, scanner: EventUsage) -> None:
         usage, estimated = scanner.billable_usage()
         exchange.usage = usage
         exchange.served_model = scanner.model
@@ -503,7 +528,7 @@ class Gateway:
             headers.append((b"connection", b"close"))
         exchange.first_byte = perf_counter()
         await send({"type": "http.response.start", "status": error.status, "headers": headers})
-        self._settler.settle(exchange, active.prices)
+        self._settler.settle(exchange, self._prices(exchange, active))
         await send({"type": "http.response.body", "body": error_body(error.error_type, error.message,
                                                                        exchange.request_id), "more_body": False})
 

@@ -24,11 +24,12 @@ import socket
 import sys
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import kubernetes
 import uvloop
 
-from spendgate.adapters.journal import SpendJournal
+from spendgate.adapters.journal import JOURNAL_NAME, SpendJournal, default_state_dir
 from spendgate.adapters.kube import Kube, load_configuration
 from spendgate.logic.tracker import SpendTracker
 from spendgate.logic.windows import utc_now
@@ -41,14 +42,16 @@ from spendgate.proxy.ledger import STDOUT
 from spendgate.proxy.ledgersink import SinkConfigError, attach
 from spendgate.proxy.live import REQUEST_SECONDS, LiveSpend, Outage, retrying
 from spendgate.proxy.metrics import ControlPlaneCollector
+from spendgate.proxy.ratelimits import RateLimits
 from spendgate.proxy.recovery import settle_interrupted
-from spendgate.proxy.server import MIB, Proxy, Settings
+from spendgate.proxy.server import MIB, CloudUpstream, Proxy, Settings
+
+if TYPE_CHECKING:
+    from spendgate.proxy.telemetry import TelemetryConfig
 
 logger = logging.getLogger("spendgate.proxy")
 
 UPSTREAM_KEY_ENV = "ANTHROPIC_API_KEY"
-STATE_DIR_ENV = "SPENDGATE_STATE_DIR"
-JOURNAL_NAME = "spend.journal"
 NAMESPACE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")  # a DNS-1123 label
 LEDGER_POSTGRES_ENV = "SPENDGATE_LEDGER_POSTGRES"
 SPILL_NAME = "ledger-postgres.spill"
@@ -120,11 +123,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     enforcement.add_argument("--proxy-name", default=os.environ.get("POD_NAME") or socket.gethostname(),
                              help="this proxy's SpendReport name (default: $POD_NAME, else the host name)")
     enforcement.add_argument("--kubeconfig", type=Path, help="cluster: default in-cluster, then ~/.kube/config")
+    enforcement.add_argument("--rate-limit-replicas", type=int, default=1, metavar="N",
+                             help="enforce 1/N of each rate limit here, for N replicas sharing callers (default 1: "
+                                  "each replica enforces the whole limit; docs/proxy.md, \"Rate limits\")")
     parser.add_argument("--reload-interval", type=float, default=defaults.reload_interval, metavar="SECONDS",
                         help="how often the bundle source is checked for changes (default %(default)s)")
+    clouds = parser.add_argument_group("Claude on Amazon Bedrock and Google Vertex AI (docs/proxy.md, \"Bedrock "
+                                       "and Vertex AI\")")
+    clouds.add_argument("--bedrock-upstream", metavar="URL",
+                        help="serve Bedrock's /model/{id}/invoke paths, forwarded here (e.g. "
+                             "https://bedrock-runtime.us-east-1.amazonaws.com), SigV4-signed with the AWS "
+                             "credentials of the standard chain")
+    clouds.add_argument("--bedrock-region", metavar="REGION",
+                        help="the SigV4 signing region (default: the one in --bedrock-upstream's host, else the "
+                             "AWS configuration's)")
+    clouds.add_argument("--vertex-upstream", metavar="URL",
+                        help="serve Vertex AI's .../publishers/anthropic/models/{model}:rawPredict paths, forwarded "
+                             "here (e.g. https://us-east5-aiplatform.googleapis.com), with a Google access token "
+                             "from the default credentials (GOOGLE_APPLICATION_CREDENTIALS, workload identity)")
+    parser.add_argument("--otlp-endpoint", metavar="URL",
+                        help="export OpenTelemetry traces and metrics over OTLP/HTTP to this collector (e.g. "
+                             "http://127.0.0.1:4318); default: $OTEL_EXPORTER_OTLP_ENDPOINT, else off")
 
 
-def read_upstream_key(key_file: Path | None) -> str:
+def read_upstream_key(key_file: Path | None, required: bool = True) -> str:
+    """The organisation's Anthropic key; `required` False: none is fine (a gateway for Bedrock or Vertex only)."""
     if key_file is not None:
         try:
             key = key_file.read_text().strip()
@@ -134,7 +157,7 @@ def read_upstream_key(key_file: Path | None) -> str:
             raise ConfigError(f"the upstream key file {key_file} is empty")
         return key
     key = os.environ.get(UPSTREAM_KEY_ENV, "").strip()
-    if not key:
+    if not key and required:
         raise ConfigError(f"no upstream key: set {UPSTREAM_KEY_ENV} or pass --upstream-key-file")
     return key
 
@@ -155,9 +178,13 @@ def source_from(args: argparse.Namespace) -> BundleSource:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    clouds = args.bedrock_upstream is not None or args.vertex_upstream is not None
     return Settings(
         source=source_from(args),
-        upstream_key=read_upstream_key(args.upstream_key_file),
+        upstream_key=read_upstream_key(args.upstream_key_file, required=not clouds),
+        bedrock=bedrock_upstream(args),
+        vertex=vertex_upstream(args),
+        telemetry=telemetry_config(args),
         upstream_url=args.upstream,
         host=args.host,
         port=args.port,
@@ -176,6 +203,53 @@ def settings_from(args: argparse.Namespace) -> Settings:
     )
 
 
+def bedrock_upstream(args: argparse.Namespace) -> CloudUpstream | None:
+    if args.bedrock_upstream is None:
+        return None
+    from spendgate.proxy import aws  # botocore: imported only by a gateway that serves Bedrock
+    url = checked_url("--bedrock-upstream", args.bedrock_upstream)
+    region = aws.region_of(url, args.bedrock_region)
+    if region is None:
+        raise ConfigError("--bedrock-upstream: no signing region: pass --bedrock-region, or set AWS_REGION")
+    try:
+        signer = aws.SigV4Signer(region)
+    except Exception as error:  # any failure of the credential chain says the same: no credentials to sign with
+        raise ConfigError(f"--bedrock-upstream: cannot sign for Amazon Bedrock: {error}") from None
+    return CloudUpstream(url, signer, signer.refresh_forever)
+
+
+def vertex_upstream(args: argparse.Namespace) -> CloudUpstream | None:
+    if args.vertex_upstream is None:
+        return None
+    from spendgate.proxy import gcp  # google-auth: imported only by a gateway that serves Vertex AI
+    url = checked_url("--vertex-upstream", args.vertex_upstream)
+    try:
+        token = gcp.GoogleToken()
+    except Exception as error:  # no default credentials, a token endpoint that refuses or is away: no start
+        raise ConfigError(f"--vertex-upstream: cannot get a Google access token ({type(error).__name__}: "
+                          f"{error}); set GOOGLE_APPLICATION_CREDENTIALS or run with workload identity") from None
+    return CloudUpstream(url, token, token.refresh_forever)
+
+
+def checked_url(flag: str, url: str) -> str:
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(f"{flag} wants an http(s) URL, not {url!r}")
+    return url
+
+
+def telemetry_config(args: argparse.Namespace) -> TelemetryConfig | None:
+    """Off unless a collector is named: the flag, or the SDK's OTEL_EXPORTER_OTLP_*ENDPOINT variables."""
+    if args.otlp_endpoint is None and not any(name.startswith("OTEL_EXPORTER_OTLP") and name.endswith("ENDPOINT")
+                                              for name in os.environ):
+        return None
+    from spendgate.proxy.telemetry import TelemetryConfigError, config_from  # the OpenTelemetry SDK, when on
+    try:
+        config = config_from(args.otlp_endpoint)
+    except TelemetryConfigError as error:
+        raise ConfigError(str(error)) from None
+    return config if config.enabled else None
+
+
 def kube_configuration(args: argparse.Namespace) -> kubernetes.client.Configuration:
     try:
         return load_configuration(args.kubeconfig, None)
@@ -184,11 +258,7 @@ def kube_configuration(args: argparse.Namespace) -> kubernetes.client.Configurat
 
 
 def state_dir(args: argparse.Namespace) -> Path:
-    if args.state_dir is not None:
-        return Path(args.state_dir)
-    if os.environ.get(STATE_DIR_ENV):
-        return Path(os.environ[STATE_DIR_ENV])
-    return Path.home() / ".local" / "state" / "spendgate" / str(args.port)
+    return Path(args.state_dir) if args.state_dir is not None else default_state_dir(args.port)
 
 
 def report_namespace(args: argparse.Namespace) -> tuple[str, str]:
@@ -243,16 +313,21 @@ def build(args: argparse.Namespace) -> Proxy:
         journal = SpendJournal(state_dir(args) / JOURNAL_NAME)
     except OSError as error:
         raise ConfigError(f"cannot open the spend journal in {state_dir(args)}: {error.strerror}") from None
+    if args.rate_limit_replicas < 1:
+        raise ConfigError(f"--rate-limit-replicas must be at least 1, not {args.rate_limit_replicas}")
     tracker = SpendTracker(journal)
-    budgets = BudgetAdmission(tracker)
+    budgets = BudgetAdmission(tracker, RateLimits(args.rate_limit_replicas))
     settings = settings_from(args)
-    proxy = Proxy(settings, admission=budgets, spend_sink=budgets)
+    proxy = Proxy(settings, admission=budgets, spend_sink=budgets, budgets=budgets)
     if args.ledger_postgres:
         try:
             attach(proxy.ledger.consumers, proxy.companions, proxy.finalizers, args.ledger_postgres,
                    args.ledger_postgres_spill or state_dir(args) / SPILL_NAME, proxy.metrics.registry)
         except SinkConfigError as error:
             raise ConfigError(str(error)) from None
+    for cloud in (settings.bedrock, settings.vertex):
+        if cloud is not None:
+            proxy.companions.append(cloud.refresh)
     settle_interrupted(journal, tracker, proxy.ledger)  # before serving: a killed predecessor's requests
     live = None if args.policies is not None else live_loop(args, proxy, tracker)
     proxy.companions.append(partial(prune_forever, tracker, lambda: proxy.bundles.current.signed.bundle, live))

@@ -13,23 +13,38 @@ import socket
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from spendgate.proxy.admin import AdminApp, Health
 from spendgate.proxy.admission import Admission, ForwardAll
+from spendgate.proxy.asgi import App
+from spendgate.proxy.budgetviews import BudgetReader, ClientPort, OwnBudgets
 from spendgate.proxy.bundles import BundleHolder, BundleSource
 from spendgate.proxy.gateway import Gateway
 from spendgate.proxy.guard import ClientLimits, guarded_protocol
 from spendgate.proxy.ledger import STDOUT, LedgerWriter
 from spendgate.proxy.metrics import ProxyMetrics
+from spendgate.proxy.providers import Anthropic, Provider
 from spendgate.proxy.settle import Settler, SpendSink
-from spendgate.proxy.upstream import Upstream
+from spendgate.proxy.upstream import Authenticate, Upstream, api_key
+
+if TYPE_CHECKING:  # imported only when export is on (the SDK is not free to import)
+    from spendgate.proxy.telemetry import Telemetry, TelemetryConfig
 
 logger = logging.getLogger("spendgate.proxy")
 MIB = 1024 * 1024
 BACKLOG = 2048
+
+
+@dataclass(frozen=True)
+class CloudUpstream:
+    """A cloud's endpoint for Claude, and how the organisation's credentials go on each request."""
+
+    url: str
+    authenticate: Authenticate = field(repr=False)
+    refresh: Callable[[], Coroutine[Any, Any, None]] = field(repr=False)  # keeps the credentials fresh, forever
 
 
 @dataclass(frozen=True)
@@ -52,6 +67,9 @@ class Settings:
     # A non-streaming answer larger than this is streamed through, its usage read from its tail.
     max_buffered_response_bytes: int = 16 * MIB
     client: ClientLimits = field(default_factory=ClientLimits)
+    bedrock: CloudUpstream | None = None  # Amazon Bedrock's runtime endpoint, SigV4-signed (bedrock.py)
+    vertex: CloudUpstream | None = None  # Vertex AI's endpoint, with a Google access token (vertex.py)
+    telemetry: TelemetryConfig | None = None  # OpenTelemetry export (telemetry.py); None: off
 
 
 class _Server(uvicorn.Server):
@@ -84,8 +102,9 @@ def describe(factory: Callable[[], Coroutine[Any, Any, None]]) -> str:
 
 class Proxy:
     def __init__(self, settings: Settings, admission: Admission | None = None,
-                 spend_sink: SpendSink | None = None) -> None:
-        """Loads the first bundle (a BundleError means nothing to serve); binds nothing yet."""
+                 spend_sink: SpendSink | None = None, budgets: BudgetReader | None = None) -> None:
+        """Loads the first bundle (a BundleError means nothing to serve); binds nothing yet. With
+        `budgets`, the admin port serves /budgets and the client port a developer's own."""
         self.settings = settings
         # Tasks that run beside the servers for the proxy's lifetime (the live spend loop); add before start().
         self.companions: list[Callable[[], Coroutine[Any, Any, None]]] = []
@@ -95,15 +114,18 @@ class Proxy:
         self.bundles = BundleHolder(settings.source, self.metrics)
         self.health = Health()
         self.ledger = LedgerWriter(settings.ledger, settings.ledger_max_bytes, settings.ledger_backups, self.metrics)
-        self.upstream = Upstream(settings.upstream_url, settings.upstream_key, settings.connect_timeout,
-                                 settings.read_timeout)
-        settler = Settler(self.ledger, self.metrics, spend_sink)
-        gateway = Gateway(self.bundles, self.upstream, admission or ForwardAll(), settler,
+        self.providers = providers(settings)
+        self.upstreams = [provider.upstream for provider in self.providers if provider.upstream is not None]
+        self.telemetry = telemetry(settings.telemetry, self.metrics)
+        servers = {provider.name: provider.upstream.address for provider in self.providers if provider.upstream}
+        settler = Settler(self.ledger, self.metrics, spend_sink, self.telemetry, servers)
+        gateway = Gateway(self.bundles, self.providers, admission or ForwardAll(), settler,
                           settings.max_body_bytes, settings.max_passthrough_body_bytes,
                           settings.max_buffered_response_bytes, settings.client.body_timeout)
         client_protocol = guarded_protocol(settings.client, self.metrics)
-        self._servers = [_server(gateway, client_protocol, settings.client.idle_timeout),
-                         _server(AdminApp(self.bundles, self.metrics, self.health))]
+        client: App = gateway if budgets is None else ClientPort(gateway, OwnBudgets(self.bundles, budgets))
+        self._servers = [_server(client, client_protocol, settings.client.idle_timeout),
+                         _server(AdminApp(self.bundles, self.metrics, self.health, budgets))]
         self._tasks: list[asyncio.Task[None]] = []
         self.port = self.admin_port = 0
 
@@ -116,7 +138,10 @@ class Proxy:
             client.close()
             raise
         self.port, self.admin_port = (sock.getsockname()[1] for sock in sockets)
-        await self.upstream.start()
+        for upstream in self.upstreams:
+            await upstream.start()
+        if self.telemetry is not None:
+            self.telemetry.start()
         self._tasks = [self._supervised(name, server.serve(sockets=[sock]))
                        for name, server, sock in zip(("client server", "admin server"), self._servers, sockets,
                                                      strict=True)]
@@ -128,9 +153,14 @@ class Proxy:
                 ended.result()
                 raise RuntimeError("a server stopped while starting")
             await asyncio.sleep(0.002)
+        upstreams = ", ".join(f"{provider.title} {provider.upstream.url}" for provider in self.providers
+                              if provider.upstream is not None)
         logger.info("serving on %s:%d (admin %s:%d), upstream %s, bundle %s", self.settings.host, self.port,
-                    self.settings.admin_host, self.admin_port, self.settings.upstream_url,
-                    self.bundles.current.version)
+                    self.settings.admin_host, self.admin_port, upstreams, self.bundles.current.version)
+        if self.telemetry is not None:
+            logger.info("exporting OpenTelemetry traces to %s and metrics to %s",
+                        self.telemetry.config.traces_endpoint or "nowhere (off)",
+                        self.telemetry.config.metrics_endpoint or "nowhere (off)")
 
     def _supervised(self, name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A task that must run as long as the proxy: if it ends on its own, the proxy says so loudly."""
@@ -162,8 +192,11 @@ class Proxy:
                 await finalize()
             except Exception:  # one failing finalizer must not keep the others or the ledger from closing
                 logger.exception("finalizer failed while stopping")
-        await self.upstream.close()
+        for upstream in self.upstreams:
+            await upstream.close()
         self.ledger.close()
+        if self.telemetry is not None:
+            await asyncio.to_thread(self.telemetry.stop)
 
     async def run_until_signalled(self) -> None:
         stop = asyncio.Event()
@@ -174,3 +207,32 @@ class Proxy:
         await stop.wait()
         logger.info("shutting down")
         await self.stop()
+
+
+def providers(settings: Settings) -> list[Provider]:
+    """The front doors, in the order their paths are tried: Vertex AI's /v1/projects/ before Anthropic's /v1/."""
+    def upstream(url: str, authenticate: Authenticate) -> Upstream:
+        return Upstream(url, authenticate, settings.connect_timeout, settings.read_timeout)
+
+    found: list[Provider] = []
+    from spendgate.proxy.vertex import Vertex  # google-auth, imported with the route
+    found.append(Vertex(upstream(settings.vertex.url, settings.vertex.authenticate) if settings.vertex else None))
+    from spendgate.proxy.bedrock import Bedrock  # botocore, likewise
+    found.append(Bedrock(upstream(settings.bedrock.url, settings.bedrock.authenticate) if settings.bedrock else None))
+    anthropic = upstream(settings.upstream_url, api_key(settings.upstream_key)) if settings.upstream_key else None
+    found.append(Anthropic(anthropic))
+    return found
+
+
+def telemetry(config: TelemetryConfig | None, metrics: ProxyMetrics) -> Telemetry | None:
+    if config is None or not config.enabled:
+        return None
+    from prometheus_client import Counter
+
+    from spendgate.proxy import telemetry as otel
+    dropped = Counter("spendgate_telemetry_dropped", "Requests whose OpenTelemetry span and metrics were dropped "
+                      "(the export queue was full, or the collector refused or was unreachable).",
+                      registry=metrics.registry)
+    failures = Counter("spendgate_telemetry_export_failures", "Failed OTLP exports, by signal.", ["signal"],
+                       registry=metrics.registry)
+    return otel.build(config, dropped, failures)

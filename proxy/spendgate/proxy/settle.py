@@ -21,11 +21,12 @@ ledger line and settles the journal from it. So the two never disagree.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from time import perf_counter
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from spendgate.logic.pricing import Charge, PriceBook, PriceSource, Tokens
 from spendgate.proxy.admission import Decision, Endpoint, Estimate, Forward, Reject, Reroute
@@ -44,6 +45,9 @@ from spendgate.proxy.exchange import (
 )
 from spendgate.proxy.ledger import LedgerWriter, minimal_record, record
 from spendgate.proxy.metrics import NO_MODEL_LABEL, UNKNOWN_MODEL_LABEL, ProxyMetrics
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only by a proxy that exports
+    from spendgate.proxy.telemetry import Telemetry
 
 logger = logging.getLogger("spendgate.proxy")
 
@@ -70,6 +74,7 @@ class Spend:
     cost: Decimal | None  # None: nothing billable came back (an error, a failure before any usage)
     model: str | None  # the model it was priced as
     output_tokens: int | None  # billed output tokens (all iterations), None with cost None
+    input_tokens: int | None  # billed uncached input: input and cache writes, not cache reads (as rate limits count)
     estimated: bool  # the cost is an estimate (a stream cut short, or usage missing)
     journal: bool  # its ledger line is written: the journal may record it (never ahead of the ledger)
 
@@ -91,11 +96,15 @@ def estimated_charge(estimate: Estimate) -> Charge:
 
 
 class Settler:
-    def __init__(self, ledger: LedgerWriter, metrics: ProxyMetrics, sink: SpendSink | None) -> None:
-        """Without a sink the ledger and metrics are the only records."""
+    def __init__(self, ledger: LedgerWriter, metrics: ProxyMetrics, sink: SpendSink | None,
+                 telemetry: Telemetry | None = None, servers: Mapping[str, tuple[str, int]] | None = None) -> None:
+        """Without a sink the ledger and metrics are the only records. `telemetry` (OpenTelemetry export,
+        when on) hears of every settled request; `servers` are the upstreams' addresses by provider."""
         self._ledger = ledger
         self._metrics = metrics
         self._sink = sink
+        self._telemetry = telemetry
+        self._servers = servers or {}
 
     def begin(self, exchange: Exchange) -> None:
         """Journal an admitted request as started, before it is forwarded. A journal that cannot be
@@ -130,7 +139,18 @@ class Settler:
         written = self._write_line(exchange, charge, now=journaled)
         if journaled:
             self._record_spend(exchange, charge, journal=written)
+        if self._telemetry is not None:
+            self._export(exchange, charge)
         return charge
+
+    def _export(self, exchange: Exchange, charge: Charge | None) -> None:
+        """Hand the request to OpenTelemetry export (a queue append); its failure is counted, never felt."""
+        assert self._telemetry is not None
+        try:
+            self._telemetry.finished(exchange, charge, self._servers.get(exchange.provider, ("", 0)))
+        except Exception:
+            self._metrics.settle_errors.labels("telemetry").inc()
+            logger.exception("telemetry failed on %s %s (%s)", exchange.method, exchange.path, exchange.id)
 
     def _charge(self, exchange: Exchange, prices: PriceBook) -> Charge | None:
         try:
@@ -186,6 +206,7 @@ class Settler:
                       attribution=attribution, decision=decision, cost=charge.cost if charge else None,
                       model=charge.model if charge else None,
                       output_tokens=charge.tokens.output if charge else None,
+                      input_tokens=uncached_input(charge.tokens) if charge else None,
                       estimated=ESTIMATED in exchange.flags or (charge is not None and ESTIMATED in charge.flags),
                       journal=journal)
         try:
@@ -218,5 +239,12 @@ def _decision_label(decision: Decision, status: int) -> str | None:
     if isinstance(decision, Reroute):
         return "downgrade"
     if isinstance(decision, Reject):
+        if decision.error_type == "rate_limit_error":
+            return "rate_limit"
         return "pause" if status == 429 else "refuse"
     return None
+
+
+def uncached_input(tokens: Tokens) -> int:
+    """Input as Anthropic's input-token rate limits count it: cache reads apart."""
+    return tokens.input + tokens.cache_write_5m + tokens.cache_write_1h

@@ -14,11 +14,13 @@ Only the few events that carry these are decoded; the `event:` line each event s
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, Final
 
 import orjson
 
 from spendgate.logic.pricing import merge_delta_usage
+from spendgate.proxy.errors import sse_error_event
 
 CHARS_PER_TOKEN: Final = 4
 # Bounds on what a hostile or broken upstream can make the scanner keep: an event that never ends
@@ -35,13 +37,17 @@ MESSAGE_STOP: Final = b"event: message_stop\n"
 SKIPPED: Final = (b"event: ping\n", b"event: content_block_stop\n")
 
 
-class StreamScanner:
-    __slots__ = ("_counted_chars", "_deltas", "_kept_bytes", "_partial", "_skipping", "completed", "content_started",
-                 "error_type", "final_usage_seen", "model", "stop_reason", "usage")
+class EventUsage(ABC):
+    """What a stream of Anthropic events says about its cost, whatever framing carried the events.
+
+    Subclasses cut their framing into events: a `content_block_delta` is kept undecoded (`_keep`), any
+    other event is read from its JSON (`_read`); `_event_json` decodes a kept one if need be.
+    """
+
+    __slots__ = ("_counted_chars", "_deltas", "_kept_bytes", "completed", "content_started", "error_type",
+                 "final_usage_seen", "model", "stop_reason", "usage")
 
     def __init__(self) -> None:
-        self._partial = b""  # an incomplete event carried over to the next chunk
-        self._skipping = False  # inside an event too large to keep: drop bytes until its end
         # Delta events, kept undecoded: they only matter if the stream ends before its final usage,
         # and decoding every one of them would be most of the scanner's cost.
         self._deltas: list[bytes] = []
@@ -55,31 +61,23 @@ class StreamScanner:
         self.final_usage_seen = False
         self.completed = False
 
+    @staticmethod
+    def _event_json(event: bytes) -> dict[str, Any]:
+        """A kept event's JSON object; {} for anything else."""
+        return _json_object(event)
+
+    @abstractmethod
     def feed(self, chunk: bytes) -> None:
-        buffer = self._partial + chunk if self._partial else chunk
-        if b"\r" in buffer:  # CRLF line ends; a lone \r at the end is completed by the next chunk
-            buffer = buffer.replace(b"\r\n", b"\n")
-        events = buffer.split(b"\n\n")
-        self._partial = events.pop()
-        if self._skipping and events:  # the oversized event ends here
-            events.pop(0)
-            self._skipping = False
-        if len(self._partial) > MAX_EVENT_BYTES:
-            self._partial, self._skipping = b"", True
-        for event in events:
-            if event.startswith(DELTA):
-                self._keep(event)
-            elif event.startswith(BLOCK_START):
-                self.content_started = True
-            elif event.startswith(MESSAGE_STOP):
-                self.completed = True
-            elif not event.startswith(SKIPPED):
-                self._read(event)
+        """The next bytes of the stream, split anywhere."""
 
     @property
+    @abstractmethod
     def at_event_boundary(self) -> bool:
         """True when no event is half-received, so another event can be appended cleanly."""
-        return not self._partial
+
+    @abstractmethod
+    def failure_bytes(self, error_type: str, message: str) -> bytes:
+        """What ends a stream the upstream broke off, in this framing."""
 
     @property
     def refused_before_output(self) -> bool:
@@ -89,13 +87,13 @@ class StreamScanner:
         self._deltas.append(event)
         self._kept_bytes += len(event)
         if self._kept_bytes > MAX_KEPT_DELTA_BYTES:
-            self._counted_chars += sum(_generated(_decode(kept)) for kept in self._deltas)
+            self._counted_chars += sum(_generated(self._event_json(kept)) for kept in self._deltas)
             self._deltas.clear()
             self._kept_bytes = 0
 
     def generated_chars(self) -> int:
         """Characters of text, thinking and tool input streamed since the last usage update."""
-        return self._counted_chars + sum(_generated(_decode(event)) for event in self._deltas)
+        return self._counted_chars + sum(_generated(self._event_json(event)) for event in self._deltas)
 
     def billable_usage(self) -> tuple[dict[str, Any] | None, bool]:
         """The usage to bill and whether it is an estimate (the stream ended before its final usage)."""
@@ -106,8 +104,7 @@ class StreamScanner:
         output = max(reported if type(reported) is int else 0, estimate)
         return {**self.usage, "output_tokens": output}, True
 
-    def _read(self, event: bytes) -> None:
-        decoded = _decode(event)
+    def _read(self, event: bytes, decoded: dict[str, Any]) -> None:
         kind = decoded.get("type")
         if kind == "content_block_delta":  # an upstream that does not name its events
             self._keep(event)
@@ -145,13 +142,62 @@ class StreamScanner:
             self._kept_bytes = self._counted_chars = 0
 
 
+class StreamScanner(EventUsage):
+    """An SSE stream of the Messages API (Anthropic, Vertex AI)."""
+
+    __slots__ = ("_partial", "_skipping")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._partial = b""  # an incomplete event carried over to the next chunk
+        self._skipping = False  # inside an event too large to keep: drop bytes until its end
+
+    @staticmethod
+    def _event_json(event: bytes) -> dict[str, Any]:
+        return _decode(event)
+
+    def failure_bytes(self, error_type: str, message: str) -> bytes:
+        """An `error` event telling the client the stream broke; a half-sent event is ended first."""
+        closing = b"" if self.at_event_boundary else b"\n\n"
+        return closing + sse_error_event(error_type, message)
+
+    def feed(self, chunk: bytes) -> None:
+        buffer = self._partial + chunk if self._partial else chunk
+        if b"\r" in buffer:  # CRLF line ends; a lone \r at the end is completed by the next chunk
+            buffer = buffer.replace(b"\r\n", b"\n")
+        events = buffer.split(b"\n\n")
+        self._partial = events.pop()
+        if self._skipping and events:  # the oversized event ends here
+            events.pop(0)
+            self._skipping = False
+        if len(self._partial) > MAX_EVENT_BYTES:
+            self._partial, self._skipping = b"", True
+        for event in events:
+            if event.startswith(DELTA):
+                self._keep(event)
+            elif event.startswith(BLOCK_START):
+                self.content_started = True
+            elif event.startswith(MESSAGE_STOP):
+                self.completed = True
+            elif not event.startswith(SKIPPED):
+                self._read(event, _decode(event))
+
+    @property
+    def at_event_boundary(self) -> bool:
+        return not self._partial
+
+
 def _decode(event: bytes) -> dict[str, Any]:
-    """An event's data as a JSON object; {} for comments, other fields, or data that is not one."""
+    """An SSE event's data as a JSON object; {} for comments, other fields, or data that is not one."""
     data = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
     if not data:
         return {}
+    return _json_object(data[0] if len(data) == 1 else b"\n".join(data))
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
     try:
-        decoded = orjson.loads(data[0] if len(data) == 1 else b"\n".join(data))
+        decoded = orjson.loads(data)
     except orjson.JSONDecodeError:
         return {}
     return decoded if isinstance(decoded, dict) else {}

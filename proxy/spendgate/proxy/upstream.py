@@ -1,4 +1,4 @@
-"""The connection to the upstream API: one pooled aiohttp session, the organisation's key injected.
+"""The connection to an upstream API: one pooled aiohttp session, the organisation's credential injected.
 
 aiohttp was measured several times faster than httpx on this path (DESIGN.md section 4). The
 session adds nothing of its own: no default Accept/Accept-Encoding/User-Agent/Content-Type
@@ -8,6 +8,8 @@ bytes pass through untouched), no redirects followed (a redirect goes back to th
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aiohttp
 from yarl import URL
 
@@ -16,15 +18,33 @@ from spendgate.proxy.errors import ProxyError
 # Headers aiohttp would otherwise add on its own when the client did not send them.
 NOT_ADDED = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
+# Adds the organisation's credential to a request about to go upstream: (method, url, headers, body).
+Authenticate = Callable[[str, str, list[tuple[str, str]], bytes], None]
+
+
+def api_key(key: str) -> Authenticate:
+    """The Anthropic API's credential: the organisation's key as x-api-key."""
+
+    def add(method: str, url: str, headers: list[tuple[str, str]], body: bytes) -> None:
+        headers.append(("x-api-key", key))
+
+    return add
+
 
 class Upstream:
-    def __init__(self, base_url: str, api_key: str, connect_timeout: float, read_timeout: float) -> None:
+    def __init__(self, base_url: str, authenticate: Authenticate, connect_timeout: float, read_timeout: float) -> None:
         self._base = base_url.rstrip("/")
-        self._host = URL(self._base).host or self._base
-        self._api_key = api_key
+        base = URL(self._base)
+        self._host = base.host or self._base
+        self.address = (self._host, base.port or 443)  # server.address / server.port, for telemetry
+        self._authenticate = authenticate
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
         self._read_timeout = read_timeout
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return self._base
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(
@@ -44,12 +64,13 @@ class Upstream:
         """Send the request; the response's headers are in, its body is still to read.
 
         `target` is the raw path and query as the client sent them. The client's credential is
-        already gone from `headers`; the upstream key goes in here and nowhere else.
+        already gone from `headers`; the organisation's goes in here and nowhere else.
         """
         assert self._session is not None, "Upstream.start() first"
-        headers.append(("x-api-key", self._api_key))
+        url = self._base + target
+        self._authenticate(method, url, headers, body)
         try:
-            return await self._session.request(method, URL(self._base + target, encoded=True), headers=headers,
+            return await self._session.request(method, URL(url, encoded=True), headers=headers,
                                                data=body or None, allow_redirects=False)
         except TimeoutError as error:
             raise self.timed_out() from error

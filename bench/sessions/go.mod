@@ -1,0 +1,3 @@
+module spendgate.bench/sessions
+
+go 1.22
