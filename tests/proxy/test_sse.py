@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from spendgate.proxy.sse import StreamScanner
+from spendgate.proxy.sse import MAX_KEPT_DELTA_BYTES, StreamScanner
 from spendgate.testing.upstream import (
     MID_STREAM_ERROR,
     THINKING,
@@ -133,3 +133,22 @@ def test_knows_whether_it_stopped_between_events() -> None:
     assert scan(data).at_event_boundary
     assert not scan(data[:10]).at_event_boundary
     assert not scan(data[:data.index(b"\n\n") + 1]).at_event_boundary
+
+
+def test_a_long_stream_keeps_little_and_counts_every_delta() -> None:
+    """A coding turn's thousands of deltas: the scanner holds at most MAX_KEPT_DELTA_BYTES of them at any
+    time (a stream's memory does not grow with its length), and the floor estimate still counts them all."""
+    text = "    return self._partial + chunk if self._partial else chunk  # é, \"quoted\"\n"
+    start = sse({"type": "message_start", "message": {"model": "claude-opus-5-5", "usage": {"input_tokens": 9,
+                                                                                        "output_tokens": 1}}})
+    delta = sse({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}})
+    scanner = StreamScanner()
+    scanner.feed(start)
+    kept_most = 0
+    for _ in range(3000):
+        scanner.feed(delta)
+        kept_most = max(kept_most, scanner._kept_bytes)
+    assert kept_most <= MAX_KEPT_DELTA_BYTES < 3000 * len(delta)
+    assert scanner.generated_chars() == 3000 * len(text)
+    usage, estimated = scanner.billable_usage()
+    assert estimated and usage is not None and usage["output_tokens"] == -(-3000 * len(text) // 4)

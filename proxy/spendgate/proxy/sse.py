@@ -23,11 +23,12 @@ from spendgate.logic.pricing import merge_delta_usage
 from spendgate.proxy.errors import sse_error_event
 
 CHARS_PER_TOKEN: Final = 4
-# Bounds on what a hostile or broken upstream can make the scanner keep: an event that never ends
-# is dropped past MAX_EVENT_BYTES (usage events are tiny), and kept deltas are counted and
-# released past MAX_KEPT_DELTA_BYTES.
+# Bounds on what the scanner keeps: an event that never ends is dropped past MAX_EVENT_BYTES (usage
+# events are tiny), and kept deltas are counted and released past MAX_KEPT_DELTA_BYTES. The latter
+# is what a stream costs in memory for its whole length (a coding turn streams 100-300 KB of deltas,
+# times a thousand concurrent sessions); decoding past it costs about 1 us a delta.
 MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
-MAX_KEPT_DELTA_BYTES: Final = 4 * 1024 * 1024
+MAX_KEPT_DELTA_BYTES: Final = 64 * 1024
 # The fields of each delta type that carry generated output (all billed as output tokens).
 GENERATED_FIELDS: Final = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "partial_json"}
 # The API names every event on an `event:` line first, so most events are told apart by a prefix.
