@@ -30,9 +30,8 @@ ALICE = Attribution(Identity(key_name="alice-laptop", developer="alice", cost_ce
 
 
 def request(bundle: SignedBundle, now: datetime) -> AdmissionRequest:
-    body = {"model": "claude-opus-5-5", "max_tokens": 1024, "messages": [{"role": "user", "content": "hi"}]}
     return AdmissionRequest(endpoint=Endpoint.MESSAGES, attribution=ALICE, model="claude-opus-5-5", stream=False,
-                            body_bytes=200, body=body, bundle=bundle,
+                            body_bytes=200, bundle=bundle,
                             prices=PriceBook(bundle.bundle.pricing), now=now)
 
 

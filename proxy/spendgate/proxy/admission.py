@@ -42,7 +42,6 @@ class AdmissionRequest:
     model: str | None  # as the client asked; None outside messages and count_tokens
     stream: bool
     body_bytes: int  # size of the request body; a cheap proxy for input tokens (~4 bytes per token)
-    body: Mapping[str, Any] | None  # the parsed JSON body for messages and count_tokens; read only
     bundle: SignedBundle  # the bundle in force for this request (budgets, routing policies)
     prices: PriceBook  # that bundle's prices (shared with settle, so each model is looked up once)
     now: datetime  # aware, UTC
