@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -115,3 +116,15 @@ async def test_a_port_in_use_is_a_clear_error(policies: Path, tmp_path: Path) ->
         code, stderr = await run_to_exit("--policies", str(policies), "--keys-file", str(tmp_path / "k.json"),
                                          "--port", str(taken.getsockname()[1]), "--admin-port", str(free_port()))
     assert code == 1 and "address already in use" in stderr.lower()
+
+
+def test_the_gateway_imports_an_optional_client_only_when_its_flag_asks_for_it() -> None:
+    """psycopg, botocore and the OpenTelemetry SDK cost a gateway memory and start-up time (about 10 MB
+    for psycopg alone): one that does not use them never loads them."""
+    probe = ("import sys\nfrom spendgate.cli import build_parser\nimport spendgate.proxy.main as main\n"
+             "args = build_parser('proxy').parse_args(['proxy', '--policies', 'examples/policies'])\n"
+             "main.settings_from(args)\n"
+             "print(sorted({name.split('.')[0] for name in sys.modules} & {'psycopg', 'botocore', 'opentelemetry'}))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2], env={**os.environ, "ANTHROPIC_API_KEY": "sk-x"})
+    assert result.stdout.splitlines()[-1:] == ["[]"], result.stdout + result.stderr

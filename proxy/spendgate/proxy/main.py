@@ -39,7 +39,6 @@ from spendgate.proxy.bundles import BundleFile, BundleSource, ConfigMapBundle, P
 from spendgate.proxy.enforce import BudgetAdmission, prune_forever
 from spendgate.proxy.guard import ClientLimits
 from spendgate.proxy.ledger import STDOUT
-from spendgate.proxy.ledgersink import SinkConfigError, attach
 from spendgate.proxy.live import REQUEST_SECONDS, LiveSpend, Outage, retrying
 from spendgate.proxy.metrics import ControlPlaneCollector
 from spendgate.proxy.ratelimits import RateLimits
@@ -320,6 +319,8 @@ def build(args: argparse.Namespace) -> Proxy:
     settings = settings_from(args)
     proxy = Proxy(settings, admission=budgets, spend_sink=budgets, budgets=budgets)
     if args.ledger_postgres:
+        from spendgate.proxy.ledgersink import SinkConfigError, attach  # psycopg: only for a gateway that uses it
+
         try:
             attach(proxy.ledger.consumers, proxy.companions, proxy.finalizers, args.ledger_postgres,
                    args.ledger_postgres_spill or state_dir(args) / SPILL_NAME, proxy.metrics.registry)
