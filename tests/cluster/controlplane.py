@@ -193,6 +193,10 @@ class ManagedProcess:
             stderr=subprocess.STDOUT,
         )
 
+    @property
+    def pid(self) -> int:
+        return self._popen.pid  # setpriv execs the command: this is the component's own process
+
     def ensure_running(self) -> None:
         code = self._popen.poll()
         if code is not None:
@@ -390,6 +394,10 @@ class ControlPlane:
             yield
         finally:
             process.signal(signal.SIGCONT)
+
+    def pid(self, component: str) -> int:
+        """The process id of `component` (kube-apiserver or etcd), e.g. for a benchmark's CPU figures."""
+        return self._process(component).pid
 
     def _process(self, component: str) -> ManagedProcess:
         return next(process for process in self._processes if process.name == component)
