@@ -171,36 +171,31 @@ async def spend_forever(tracker: SpendTracker, charges: list[tuple[str, str]]) -
         await asyncio.sleep(SPEND_INTERVAL)
 
 
-async def run_worker(plan: dict[str, Any]) -> Log:
+async def run_worker(plan: dict[str, Any], out: Path) -> None:
+    """Run the plan's proxies until SIGTERM, then write what they saw (at once: a fleet that
+    overwhelms its API server may take minutes to wind down, and its figures are the point)."""
     log = Log()
     configuration = load_configuration(Path(plan["kubeconfig"]), None)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    tasks, kubes = [], []
+    tasks = []
     for proxy in plan["proxies"]:
         index, budgets = proxy["index"], proxy["budgets"]
-        kube = CountingKube(configuration, log, index)
         tracker = ObservedTracker(log, index, set(budgets))
-        simulated = SimulatedProxy(kube, tracker, f"sim-{index:04d}", log, index)
+        simulated = SimulatedProxy(CountingKube(configuration, log, index), tracker, f"sim-{index:04d}", log, index)
         charges = [(budget, plan["window"]) for budget in budgets]
         tasks += [asyncio.create_task(simulated.run()), asyncio.create_task(spend_forever(tracker, charges))]
-        kubes.append(kube)
     await stop.wait()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    await asyncio.gather(*(kube.close() for kube in kubes), return_exceptions=True)
-    return log
+    out.write_text(json.dumps({"proxies": len(plan["proxies"]), "reports": log.reports, "views": log.views, "listed": log.listed,
+                               "reported": log.reported, "calls": log.calls, "events": log.events}))
 
 
 def worker_main(plan_file: Path, out: Path) -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    plan = json.loads(plan_file.read_text())
-    log = asyncio.run(run_worker(plan))
-    out.write_text(json.dumps({"reports": log.reports, "views": log.views, "listed": log.listed,
-                               "reported": log.reported, "calls": log.calls, "events": log.events}))
+    asyncio.run(run_worker(json.loads(plan_file.read_text()), out))
+    os._exit(0)  # the connections and tasks go with the process
 
 
 # the benchmark process -------------------------------------------------------------------------
@@ -280,6 +275,7 @@ def rss_mb(pid: int) -> tuple[float, float]:
 @dataclass
 class Fleet:
     proxies: int
+    recorded: int  # proxies whose worker wrote its figures
     startup_reported: float | None  # seconds until every proxy had a report accepted (None: not within the timeout)
     startup_listed: float | None
     startup_calls: dict[str, float]  # API server answers by code during start-up
@@ -362,10 +358,14 @@ def one_fleet(proxies: int, args: argparse.Namespace, workdir: Path) -> Fleet:
             for worker, _ in workers:
                 worker.send_signal(signal.SIGTERM)
             for worker, _ in workers:
-                worker.wait(120)
+                try:
+                    worker.wait(120)
+                except subprocess.TimeoutExpired:
+                    worker.kill()  # its figures are lost; the row says how many proxies it held
+                    worker.wait()
             operator.terminate()
             operator.wait(30)
-    logs = [json.loads(out.read_text()) for _, out in workers]
+    logs = [json.loads(out.read_text()) for _, out in workers if out.exists()]
     seconds = ended - started
     cpu = {k: (ticks1[k] - ticks0[k]) / TICKS / seconds for k in ticks0}
     fleet_cpu = sum(v for k, v in cpu.items() if k.startswith("fleet"))
@@ -376,7 +376,7 @@ def one_fleet(proxies: int, args: argparse.Namespace, workdir: Path) -> Fleet:
     per_second = {k: v / seconds for k, v in delta(api1, api0, "apiserver_request_total", "verb").items()}
     listed = [t for log in logs for t in log["listed"].values()]
     return Fleet(
-        proxies=proxies, startup_reported=startup,
+        proxies=proxies, recorded=sum(log["proxies"] for log in logs), startup_reported=startup,
         startup_listed=(max(listed) - spawned) if len(listed) == proxies else None,
         startup_calls=delta(after_start, before_start, "apiserver_request_total", "code"),
         seconds=seconds, requests=per_second,
@@ -477,7 +477,7 @@ def table(fleets: list[Fleet], args: argparse.Namespace) -> str:
         lat = (f"{statistics.median(f.latencies):.2f} / {percentile(f.latencies, 0.95):.2f} / "
                f"{max(f.latencies):.2f} s") if f.latencies else "-"
         rows.append(
-            f"| {f.proxies} | {seconds_text(f.startup_reported)} / {seconds_text(f.startup_listed)} "
+            f"| {f.proxies}{'' if f.recorded == f.proxies else f' (figures of {f.recorded})'} | {seconds_text(f.startup_reported)} / {seconds_text(f.startup_listed)} "
             f"| {f.startup_calls.get('429', 0):,.0f} | {sum(f.requests.values()):,.0f} ({verbs}) "
             f"| {sum(f.events.values()):,.0f} ({events}) | {sum(f.event_bytes.values()) / 1e6:.1f} "
             f"| {writes or '0'} / {f.needed} | {lat} | {never} | {f.codes.get('429', 0):.1f} "
