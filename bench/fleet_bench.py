@@ -186,8 +186,9 @@ async def run_worker(plan: dict[str, Any], out: Path) -> None:
         charges = [(budget, plan["window"]) for budget in budgets]
         tasks += [asyncio.create_task(simulated.run()), asyncio.create_task(spend_forever(tracker, charges))]
     await stop.wait()
-    out.write_text(json.dumps({"proxies": len(plan["proxies"]), "reports": log.reports, "views": log.views, "listed": log.listed,
-                               "reported": log.reported, "calls": log.calls, "events": log.events}))
+    out.write_text(json.dumps({"proxies": len(plan["proxies"]), "reports": log.reports, "views": log.views,
+                               "listed": log.listed, "reported": log.reported, "calls": log.calls,
+                               "events": log.events}))
 
 
 def worker_main(plan_file: Path, out: Path) -> None:
@@ -469,15 +470,18 @@ def table(fleets: list[Fleet], args: argparse.Namespace) -> str:
             "|" + "---|" * 14]
     rows = []
     for f in fleets:
-        verbs = ", ".join(f"{verb} {rate:,.0f}" for verb, rate in sorted(f.requests.items(), key=lambda kv: -kv[1]))
-        events = ", ".join(f"{res} {rate:,.0f}" for res, rate in sorted(f.events.items(), key=lambda kv: -kv[1]))
+        verbs = ", ".join(f"{verb} {rate:,.0f}" for verb, rate in sorted(f.requests.items(), key=lambda kv: -kv[1])
+                          if rate >= 0.5)
+        events = ", ".join(f"{res} {rate:,.0f}" for res, rate in sorted(f.events.items(), key=lambda kv: -kv[1])
+                           if rate >= 0.5)
         writes = ", ".join(f"{kind} {rate:,.0f}" for kind, rate in sorted(f.writes.items()))
         total = len(f.latencies) + f.unseen
         never = f"{f.unseen / total * 100:.1f}% of {total:,}" if total else "-"
         lat = (f"{statistics.median(f.latencies):.2f} / {percentile(f.latencies, 0.95):.2f} / "
                f"{max(f.latencies):.2f} s") if f.latencies else "-"
         rows.append(
-            f"| {f.proxies}{'' if f.recorded == f.proxies else f' (figures of {f.recorded})'} | {seconds_text(f.startup_reported)} / {seconds_text(f.startup_listed)} "
+            f"| {f.proxies}{'' if f.recorded == f.proxies else f' (figures of {f.recorded})'} "
+            f"| {seconds_text(f.startup_reported)} / {seconds_text(f.startup_listed)} "
             f"| {f.startup_calls.get('429', 0):,.0f} | {sum(f.requests.values()):,.0f} ({verbs}) "
             f"| {sum(f.events.values()):,.0f} ({events}) | {sum(f.event_bytes.values()) / 1e6:.1f} "
             f"| {writes or '0'} / {f.needed} | {lat} | {never} | {f.codes.get('429', 0):.1f} "
