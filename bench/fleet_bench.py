@@ -67,9 +67,10 @@ from e2e.fleet import quiet_time_zone  # noqa: E402
 from machine import snapshot as foreign_snapshot  # noqa: E402
 from operator_bench import OPERATOR_NS, POLICY_NS, Probe, apply, documents, until  # noqa: E402
 from spendgate.adapters.kube import LISTED, METADATA_LIST, Kube, KubeError, custom_path, load_configuration  # noqa: E402
-from spendgate.api.v1alpha1 import Period  # noqa: E402
+from spendgate.api.v1alpha1 import Enforcement, Period  # noqa: E402
 from spendgate.logic.tracker import SpendTracker  # noqa: E402
 from spendgate.logic.windows import window_at  # noqa: E402
+from spendgate.policy.bundle import BudgetEntry, Bundle, ScopeEntry, ThresholdEntry, WindowEntry  # noqa: E402
 from spendgate.proxy import live  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
@@ -90,6 +91,7 @@ class Log:
     listed: dict[int, float] = field(default_factory=dict)  # proxy -> when its first watch listing arrived
     reported: dict[int, float] = field(default_factory=dict)  # proxy -> when its first report was accepted
     calls: Counter[str] = field(default_factory=Counter)  # "PATCH 200", "GET 429", "WATCH TimeoutError" ...
+    seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # verb -> call durations
     events: int = 0  # watch events received (listings count their items)
 
 
@@ -102,8 +104,10 @@ class CountingKube(Kube):
 
     async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json",
                       accept: str = "application/json", query: dict[str, str] | None = None) -> dict[str, Any]:
+        started = time.perf_counter()
         try:
             result = await super().request(method, path, body, content_type, accept, query)
+            self._log.seconds[method].append(time.perf_counter() - started)
         except KubeError as error:
             self._log.calls[f"{method} {error.status}"] += 1
             raise
@@ -144,9 +148,19 @@ class ObservedTracker(SpendTracker):
             self._log.views.append((time.time(), self._proxy, budget_id, str(spent)))
 
 
+def fleet_bundle(budgets: int, cost_centers: int) -> Bundle:
+    """The budgets of operator_bench.documents as a bundle: what a proxy knows of them (ids, cost centers)."""
+    return Bundle(budgets=[BudgetEntry(
+        id=f"{POLICY_NS}/budget-{number:04d}", costCenter=f"cc-{number % cost_centers:02d}",
+        scope=ScopeEntry(kind="Developer", name=f"dev-{number % cost_centers}-{number % 20}"), limitUSD="40.00",
+        window=WindowEntry(period=Period.DAILY, timeZone="UTC"),
+        thresholds=ThresholdEntry(alertPercent=80, downgradePercent=95, pausePercent=110),
+        enforcement=Enforcement.ENFORCE) for number in range(budgets)])
+
+
 class SimulatedProxy(live.LiveSpend):
-    def __init__(self, kube: Kube, tracker: ObservedTracker, name: str, log: Log, proxy: int) -> None:
-        super().__init__(kube, tracker, OPERATOR_NS, name, lambda: {POLICY_NS}, lambda: datetime.now(UTC))
+    def __init__(self, kube: Kube, tracker: ObservedTracker, name: str, log: Log, proxy: int, bundle: Bundle) -> None:
+        super().__init__(kube, tracker, OPERATOR_NS, name, lambda: bundle, lambda: datetime.now(UTC))
         self._observed, self._log, self._proxy = tracker, log, proxy
         self._logged: dict[tuple[str, str], Decimal] = {}
 
@@ -179,16 +193,18 @@ async def run_worker(plan: dict[str, Any], out: Path) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     tasks = []
+    bundle = fleet_bundle(plan["budgets"], plan["cost_centers"])
     for proxy in plan["proxies"]:
         index, budgets = proxy["index"], proxy["budgets"]
         tracker = ObservedTracker(log, index, set(budgets))
-        simulated = SimulatedProxy(CountingKube(configuration, log, index), tracker, f"sim-{index:04d}", log, index)
+        simulated = SimulatedProxy(CountingKube(configuration, log, index), tracker, f"sim-{index:04d}", log, index,
+                                   bundle)
         charges = [(budget, plan["window"]) for budget in budgets]
         tasks += [asyncio.create_task(simulated.run()), asyncio.create_task(spend_forever(tracker, charges))]
     await stop.wait()
     out.write_text(json.dumps({"proxies": len(plan["proxies"]), "reports": log.reports, "views": log.views,
                                "listed": log.listed, "reported": log.reported, "calls": log.calls,
-                               "events": log.events}))
+                               "seconds": log.seconds, "events": log.events}))
 
 
 def worker_main(plan_file: Path, out: Path) -> None:
@@ -293,6 +309,7 @@ class Fleet:
     cpu: dict[str, float]  # cores
     rss: dict[str, tuple[float, float]]
     client_calls: dict[str, int]
+    client_seconds: dict[str, list[float]]  # the simulated proxies' API calls that succeeded, by verb
     client_events: int
     foreign_cpu: float  # cores used by processes outside the benchmark
     load: tuple[float, float]
@@ -305,7 +322,7 @@ async def count_reports(kube: Kube) -> int:
 
 def one_fleet(proxies: int, args: argparse.Namespace, workdir: Path) -> Fleet:
     # The day must not end while this fleet runs (set-up and cold start included).
-    zone = quiet_time_zone(margin=timedelta(seconds=args.startup_timeout + args.seconds + 600))
+    zone = quiet_time_zone(margin=timedelta(seconds=args.startup_timeout + args.settle + args.seconds + 600))
     docs = documents(args.budgets, args.cost_centers)
     for doc in docs:
         if doc["kind"] == "Budget":
@@ -318,8 +335,9 @@ def one_fleet(proxies: int, args: argparse.Namespace, workdir: Path) -> Fleet:
         apply(control_plane, docs)
         (port,) = free_loopback_ports(1)
         operator_log = (workdir / f"operator-{proxies}.log").open("wb")
-        operator = subprocess.Popen(
-            [sys.executable, "-m", "spendgate.cli", "operator", f"--kubeconfig={control_plane.kubeconfig}",
+        operator = subprocess.Popen(  # dies with this process, whatever happens to it
+            ["setpriv", "--pdeathsig", "KILL", "--", sys.executable, "-m", "spendgate.cli", "operator",
+             f"--kubeconfig={control_plane.kubeconfig}",
              f"--namespace={OPERATOR_NS}", f"--policy-namespace={POLICY_NS}", f"--metrics-port={port}",
              *args.operator_arg],
             stdout=operator_log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -332,7 +350,8 @@ def one_fleet(proxies: int, args: argparse.Namespace, workdir: Path) -> Fleet:
             count = args.workers or max(1, min(4, math.ceil(proxies / 125)))
             spawned = time.time()
             for number in range(count):
-                plan = {"kubeconfig": str(control_plane.kubeconfig), "window": window,
+                plan = {"kubeconfig": str(control_plane.kubeconfig), "window": window, "budgets": args.budgets,
+                        "cost_centers": args.cost_centers,
                         "proxies": [{"index": i, "budgets": plans[i]} for i in range(number, proxies, count)]}
                 plan_file, out = workdir / f"plan-{proxies}-{number}.json", workdir / f"out-{proxies}-{number}.json"
                 plan_file.write_text(json.dumps(plan))
@@ -343,6 +362,7 @@ def one_fleet(proxies: int, args: argparse.Namespace, workdir: Path) -> Fleet:
             startup = asyncio.run(_all_reported(control_plane, proxies, args.startup_timeout))
             print(f"# N={proxies}: every proxy reported after {startup}", file=sys.stderr, flush=True)
             after_start = scraper.apiserver()
+            time.sleep(args.settle)  # the first reports change every Budget's Reporting condition: 1,000 writes
             pids = {"kube-apiserver": control_plane.pid("kube-apiserver"), "etcd": control_plane.pid("etcd"),
                     "operator": operator.pid, **{f"fleet-{n}": w.pid for n, (w, _) in enumerate(workers)}}
             load_before = os.getloadavg()[0]
@@ -356,16 +376,11 @@ def one_fleet(proxies: int, args: argparse.Namespace, workdir: Path) -> Fleet:
             load_after = os.getloadavg()[0]
             time.sleep(TAIL)
         finally:
-            for worker, _ in workers:
-                worker.send_signal(signal.SIGTERM)
-            for worker, _ in workers:
-                try:
-                    worker.wait(120)
-                except subprocess.TimeoutExpired:
-                    worker.kill()  # its figures are lost; the row says how many proxies it held
-                    worker.wait()
-            operator.terminate()
-            operator.wait(30)
+            try:
+                stop_workers(workers)
+            finally:
+                operator.terminate()
+                operator.wait(30)
     logs = [json.loads(out.read_text()) for _, out in workers if out.exists()]
     seconds = ended - started
     cpu = {k: (ticks1[k] - ticks0[k]) / TICKS / seconds for k in ticks0}
@@ -391,7 +406,20 @@ def one_fleet(proxies: int, args: argparse.Namespace, workdir: Path) -> Fleet:
         needed=len({budget for plan in plans for budget in plan}),
         latencies=latencies, unseen=unseen, cpu=cpu, rss=rss,
         client_calls=dict(sum((Counter(log["calls"]) for log in logs), Counter())),
+        client_seconds={verb: [t for log in logs for t in log["seconds"].get(verb, [])]
+                        for verb in {verb for log in logs for verb in log["seconds"]}},
         client_events=sum(log["events"] for log in logs), foreign_cpu=foreign, load=(load_before, load_after))
+
+
+def stop_workers(workers: list[tuple[subprocess.Popen[bytes], Path]]) -> None:
+    for worker, _ in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker, _ in workers:
+        try:
+            worker.wait(120)
+        except subprocess.TimeoutExpired:
+            worker.kill()  # its figures are lost; the row says how many proxies it held
+            worker.wait()
 
 
 async def _reconciled(control_plane: ControlPlane, budgets: int) -> None:
@@ -458,6 +486,10 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))] if ordered else float("nan")
 
 
+def milliseconds(times: list[float]) -> str:
+    return f"{statistics.median(times) * 1000:.0f} / {percentile(times, 0.95) * 1000:.0f} ms" if times else "-"
+
+
 def seconds_text(value: float | None) -> str:
     return "not within the timeout" if value is None else f"{value:.1f} s"
 
@@ -491,6 +523,8 @@ def table(fleets: list[Fleet], args: argparse.Namespace) -> str:
             f"| {f.foreign_cpu:.2f} | {f.load[0]:.1f} -> {f.load[1]:.1f} |")
     calls = "\n".join(f"- N={f.proxies}: the simulated proxies' calls: "
                       + ", ".join(f"{k} {v:,}" for k, v in sorted(f.client_calls.items()))
+                      + "; call durations p50 / p95: "
+                      + ", ".join(f"{verb} {milliseconds(times)}" for verb, times in sorted(f.client_seconds.items()))
                       + f"; watch events received {f.client_events:,}" for f in fleets)
     return "\n".join([*head, *rows]) + "\n\n" + calls
 
@@ -502,6 +536,8 @@ def main() -> int:
     parser.add_argument("--cost-centers", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the steady-state measurement")
     parser.add_argument("--startup-timeout", type=float, default=180.0)
+    parser.add_argument("--settle", type=float, default=20.0,
+                        help="seconds between the start-up and the steady-state measurement")
     parser.add_argument("--spread", choices=("team", "random"), default="team",
                         help="each proxy charges budgets of one cost center (sidecars), or of any (shared gateway)")
     parser.add_argument("--workers", type=int, default=0, help="processes for the simulated proxies (default: "

@@ -88,7 +88,10 @@ def test_least_privilege(control_plane: ControlPlane, release: tuple[str, str]) 
     assert not can(operator, "get", "applications.argoproj.io", "-n", "argocd")  # argocd.readApplications is off
 
     assert can(gateway, "patch", "spendreports.spendgate.io", "-n", namespace)
-    assert can(gateway, "watch", "budgets.spendgate.io", "-n", policies)
+    assert can(gateway, "watch", "fleetspends.spendgate.io", "-n", policies)
+    assert not can(gateway, "watch", "budgets.spendgate.io", "-n", policies)  # the fleet's spend is in FleetSpends
+    assert can(operator, "update", "fleetspends.spendgate.io", "-n", policies)
+    assert not can(gateway, "update", "fleetspends.spendgate.io", "-n", policies)
     assert can(gateway, "watch", "configmaps/spendgate-bundle", "-n", namespace)
     assert not can(gateway, "get", "configmaps/other", "-n", namespace)
     assert not can(gateway, "get", "secrets", "-n", namespace)

@@ -10,7 +10,7 @@ import yaml
 
 from cluster.helm import render
 from spendgate.operator.metrics import OperatorMetrics
-from spendgate.proxy.metrics import ControlPlaneCollector, ProxyMetrics
+from spendgate.proxy.metrics import ControlPlaneAges, ControlPlaneCollector, ProxyMetrics
 
 REPORTING_GROUP = "spendgate.reporting"
 
@@ -52,11 +52,11 @@ def test_the_reporting_alerts_name_metrics_that_exist() -> None:
     group = next(g for g in rule["spec"]["groups"] if g["name"] == REPORTING_GROUP)
     used = {name for alert in group["rules"] for name in re.findall(r"spendgate_[a-z_]+", alert["expr"])}
     proxy = ProxyMetrics()
-    proxy.registry.register(ControlPlaneCollector(lambda: (0.0, {})))
+    proxy.registry.register(ControlPlaneCollector(lambda: ControlPlaneAges(0.0, {"team": 0.0}, 0.0)))
     exported = {family.name for registry in (OperatorMetrics().registry, proxy.registry)
                 for family in registry.collect()}
 
     assert {alert["alert"] for alert in group["rules"]} == {
         "SpendgateNoReportingProxy", "SpendgateProxyReportsStopped", "SpendgateGatewayCannotReport",
-        "SpendgateGatewayBudgetWatchStale"}
+        "SpendgateGatewayFleetSpendWatchStale", "SpendgateGatewayFleetSpendStale"}
     assert used and used <= exported, used - exported

@@ -1,5 +1,5 @@
 """The control plane away while three proxies serve traffic: they keep serving, say so once per
-outage, export the growing age of their last report and of their Budget watches, report within
+outage, export the growing age of their last report and of their FleetSpend watches, report within
 about two seconds of the API server's return, and Budget.status ends equal to their ledgers to the
 cent.
 
@@ -167,7 +167,7 @@ def through_an_outage(fleet: Fleet, tenant: Tenant, cluster: Cluster, outage: Ou
                       watches_go_quiet: bool = True, bound: float = REPORTED_WITHIN) -> None:
     """Traffic through `outage`, stopped just before the control plane returns, so that each proxy's
     first report after the return holds its whole ledger. `back`: the control plane takes writes again.
-    `watches_go_quiet`: whether the Budget watches lose the API server too (not when only etcd is away:
+    `watches_go_quiet`: whether the FleetSpend watches lose the API server too (not when only etcd is away:
     the API server keeps serving watches from its cache)."""
     offsets = {proxy.name: log_size(proxy) for proxy in fleet.proxies}
     traffic = Traffic(fleet.proxies, tenant.key).start()
@@ -175,7 +175,7 @@ def through_an_outage(fleet: Fleet, tenant: Tenant, cluster: Cluster, outage: Ou
     with outage():
         time.sleep(OUTAGE)
         ages = {proxy.name: (metric(proxy, "spendgate_spend_report_age_seconds"),
-                             metric(proxy, "spendgate_budget_watch_age_seconds")) for proxy in fleet.proxies}
+                             metric(proxy, "spendgate_fleet_spend_watch_age_seconds")) for proxy in fleet.proxies}
         traffic.stop()
     eventually(back, 60.0, "the control plane taking writes again", interval=0.05)
     returned = time.monotonic()
@@ -196,8 +196,8 @@ def through_an_outage(fleet: Fleet, tenant: Tenant, cluster: Cluster, outage: Ou
         assert len(OUTAGE_OVER.findall(log)) == 1, f"{proxy.name}:\n{log}"
         assert metric(proxy, "spendgate_spend_report_age_seconds") < 16  # a heartbeat at most
         if watches_go_quiet:  # reopened, so heard again
-            eventually(lambda: metric(proxy, "spendgate_budget_watch_age_seconds") < 16, 30.0,  # noqa: B023
-                       f"{proxy.name}'s Budget watch hearing the API server again")
+            eventually(lambda: metric(proxy, "spendgate_fleet_spend_watch_age_seconds") < 16, 30.0,  # noqa: B023
+                       f"{proxy.name}'s FleetSpend watch hearing the API server again")
     total = sum((tenant.spent_through(proxy) for proxy in fleet.proxies), Decimal(0))
     eventually(lambda: cluster.spent(tenant.namespace, tenant.budget) == total, 30.0, f"${total} in Budget.status")
 

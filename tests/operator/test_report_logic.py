@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from spendgate.api.v1alpha1 import Budget, SpendEntry, SpendReportSpec
 from spendgate.logic.reportstate import ReportState
+from spendgate.logic.spend import fold_reports
 from spendgate.operator.housekeeping import deletable_reports
 from spendgate.operator.spendindex import SpendIndex
 
@@ -125,3 +129,32 @@ def test_the_last_report_says_stopped_and_a_restart_says_running_again() -> None
     restarted = ReportState("proxy-a")
     restarted.resume(last)
     assert restarted.changed and not restarted.next_report(NOW).stopped
+
+
+PROXIES, KEYS = ("a", "b", "c"), ("ns1/a", "ns2/a", "ns1/b", "ns1/c", "ns2/c")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(PROXIES), st.integers(0, 5),
+                          st.integers(0, 50), st.booleans()), max_size=30))
+def test_the_index_folds_what_folding_every_report_from_scratch_gives(
+        steps: list[tuple[str, str, int, int, bool]]) -> None:
+    """Whatever order copies of reports are stored and removed in, the index (which rechooses each proxy's
+    counting copy incrementally) folds exactly what spend.fold_reports gives over the reports it holds,
+    and says every budget whose total moved. (Two copies of one proxy's report with the same sequence are
+    a tie either may win: left out.)"""
+    index, held = SpendIndex(), {}
+    for key, proxy, sequence, cents, removed in steps:
+        if any(other != key and (r.proxy, r.sequence) == (proxy, sequence) for other, r in held.items()):
+            continue
+        before = {budget: index.fold(budget, "w1").spent for budget in ("t/x", "t/y")}
+        if removed:
+            held.pop(key, None)
+            changed = index.remove(key)
+        else:
+            held[key] = report(proxy, sequence, ("t/x", "w1", str(cents)), ("t/y", "w1", str(sequence)))
+            changed = index.put(key, held[key])
+        for budget in ("t/x", "t/y"):
+            expected = fold_reports(list(held.values()), budget, "w1").spent
+            assert index.fold(budget, "w1").spent == expected
+            assert expected == before[budget] or budget in changed

@@ -90,6 +90,11 @@ KINDS = [
         columns=[Column("Proxy", ".spec.proxy"), Column("Reported", ".spec.reportedAt"), AGE],
     ),
     Kind(
+        resource=api.FleetSpend, plural="fleetspends", short_names=["fs"], namespaced=True,
+        spec=api.FleetSpendSpec, status=None, categories=[],
+        columns=[Column("CostCenter", ".spec.costCenter"), Column("As Of", ".spec.asOf"), AGE],
+    ),
+    Kind(
         resource=api.AuditLog, plural="auditlogs", short_names=[], namespaced=True,
         spec=api.AuditLogSpec, status=api.AuditLogStatus, categories=[],
         columns=[Column("Records", ".status.records", "integer"), Column("Head", ".status.head"),

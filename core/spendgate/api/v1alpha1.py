@@ -424,6 +424,29 @@ class SpendReportSpec(_Spec):
 
 
 # ---------------------------------------------------------------------------------------------
+# FleetSpend (namespaced, operator-owned): the fleet's spend of a shard of a cost center's budgets
+# ---------------------------------------------------------------------------------------------
+
+
+class FleetSpendEntry(_Spec):
+    budget: ObjectName = Field(description="A Budget in this namespace.")
+    window: str = Field(min_length=1, max_length=64, description="Window id, e.g. 2026-11-24.")
+    spentUSD: UsdAmount = Field(description="The fleet's spend in this window: every proxy's latest report, summed.")
+
+
+class FleetSpendSpec(_Spec):
+    costCenter: ObjectName = Field(description="The CostCenter of these budgets.")
+    asOf: str | None = Field(
+        default=None, description="reportedAt of the newest SpendReport folded into these figures: the fleet's "
+                                  "spend as of about this instant (RFC 3339).")
+    reportIntervalSeconds: float | None = Field(
+        default=None, ge=1, le=10, description="How often the proxies report (at most), so that the fleet's reports "
+                                               "stay within the API server's write budget; 1 when absent.")
+    budgets: list[FleetSpendEntry] = Field(
+        default_factory=list, max_length=10000, json_schema_extra={"x-kubernetes-list-type": "atomic"})
+
+
+# ---------------------------------------------------------------------------------------------
 # AuditLog (namespaced, operator-owned): the checkpoints of the tamper-evident audit log
 # ---------------------------------------------------------------------------------------------
 
@@ -523,6 +546,13 @@ class SpendReport(_Object):
 
     kind: Literal["SpendReport"] = "SpendReport"
     spec: SpendReportSpec
+
+
+class FleetSpend(_Object):
+    """Internal: the fleet's spend of some of a cost center's budgets, which proxies enforce on."""
+
+    kind: Literal["FleetSpend"] = "FleetSpend"
+    spec: FleetSpendSpec
 
 
 class AuditLog(_Object):

@@ -75,8 +75,10 @@ class SpendTracker:
         # memory while their ledger line could not be written yet (with what they cost).
         self._open: dict[str, bytes] = {}
         self._unjournaled: dict[str, tuple[bytes, tuple[Charge, ...], Decimal]] = {}
-        # The fleet's spend per (budget, window) from Budget.status, with `reported` as it was when it came.
-        self._global: dict[Charge, tuple[Decimal, Decimal]] = {}
+        # The fleet's spend of each budget's current window (from its FleetSpend), with `reported` as it
+        # was when it came: budget id -> (window id, spent, reported). One entry per budget, so learning
+        # a figure costs one lookup, however many budgets the proxy knows.
+        self._global: dict[str, tuple[str, Decimal, Decimal]] = {}
         self._reported: dict[Charge, Decimal] = {}
         self._in_flight: dict[Charge, Decimal] = defaultdict(Decimal)
         self.version = 0  # bumps on every local change, so a reporter knows when to report
@@ -87,8 +89,10 @@ class SpendTracker:
         charge = (budget_id, window_id)
         local = self._local.get(charge)
         own = local.spent if local else Decimal(0)
-        fleet = self._global.get(charge)
-        return own if fleet is None else max(own, fleet[0] - fleet[1] + own)
+        fleet = self._global.get(budget_id)
+        if fleet is None or fleet[0] != window_id:
+            return own
+        return max(own, fleet[1] - fleet[2] + own)
 
     def in_flight(self, budget_id: str, window_id: str) -> Decimal:
         return self._in_flight.get((budget_id, window_id), Decimal(0))
@@ -154,17 +158,20 @@ class SpendTracker:
         return {charge: Totals(t.spent, t.requests) for charge, t in self._local.items()}
 
     def set_global(self, budget_id: str, window_id: str, spent: Decimal | None) -> None:
-        """The fleet-wide spend of a budget's current window, from its status (None: unknown)."""
-        stale = [charge for charge in self._global if charge[0] == budget_id]
-        for charge in stale:
-            del self._global[charge]
-        if spent is not None:
-            charge = (budget_id, window_id)
-            self._global[charge] = (spent, self._reported.get(charge, Decimal(0)))
+        """The fleet-wide spend of a budget's current window, as the operator published it (None: unknown)."""
+        if spent is None:
+            self._global.pop(budget_id, None)
+        else:
+            self._global[budget_id] = (window_id, spent, self._reported.get((budget_id, window_id), Decimal(0)))
 
-    def forget_global(self, prefix: str) -> None:
-        """Drop what is known of the fleet's spend for budgets whose id starts with `prefix`."""
-        self._global = {charge: spent for charge, spent in self._global.items() if not charge[0].startswith(prefix)}
+    def forget_global(self, budget_ids: Iterable[str]) -> None:
+        """Drop what is known of the fleet's spend of these budgets."""
+        for budget_id in budget_ids:
+            self._global.pop(budget_id, None)
+
+    def budgets(self) -> set[str]:
+        """The budgets this proxy has spend on (journaled or in flight): whose fleet spend it needs."""
+        return {budget_id for budget_id, _ in self._local} | {budget_id for budget_id, _ in self._in_flight}
 
     def set_reported(self, totals: Mapping[Charge, Decimal]) -> None:
         """The most this proxy's SpendReport may hold, per (budget, window): call it with a report's

@@ -8,7 +8,7 @@ late reports for a closed window still raise its recorded total.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -27,6 +27,10 @@ HISTORY_LENGTH = 12  # the CRD's maxItems for status.history
 ALERT_RECORDS = 50  # the CRD's maxItems for status.alerts
 
 
+def _nothing_published(_: str) -> Decimal:
+    return Decimal(0)
+
+
 @dataclass(frozen=True)
 class BudgetInputs:
     budget: api.Budget
@@ -35,6 +39,7 @@ class BudgetInputs:
     now: datetime
     alert_timeout: timedelta
     reporters: Reporters
+    published: Callable[[str], Decimal] = _nothing_published  # window id -> the budget's FleetSpend figure
 
 
 def budget_status(inputs: BudgetInputs, spend: SpendIndex) -> api.BudgetStatus:
@@ -61,7 +66,7 @@ def budget_status(inputs: BudgetInputs, spend: SpendIndex) -> api.BudgetStatus:
 def _with_spend(status: api.BudgetStatus, inputs: BudgetInputs, window: Window, spend: SpendIndex) -> api.BudgetStatus:
     budget, previous, ref = inputs.budget, inputs.previous, inputs.budget.ref()
     folded = spend.fold(ref, window.id)
-    spent = max(folded.spent, _carried(previous, window))
+    spent = max(folded.spent, _carried(previous, window), inputs.published(window.id))
     limit = Decimal(budget.spec.limitUSD)
     thresholds = ThresholdEntry(**budget.spec.thresholds.model_dump())
     state = state_for(spent, limit, thresholds)

@@ -29,6 +29,12 @@ class OperatorConfig:
     priority: int = 0
     # A Budget's status is written at most once per interval (spend folding is debounced here).
     write_interval: float = 1.0
+    # Budget statuses written per second for spend alone (a new state or window does not wait): the
+    # proxies enforce on FleetSpends, so this bounds the operator's writes, not enforcement.
+    status_writes_per_second: float = 20.0
+    # The proxies' reports the fleet may write per second: past this many proxies, each reports less
+    # often than once a second (FleetSpend's reportIntervalSeconds, up to 10 s).
+    report_writes_per_second: float = 200.0
     retry_delay: float = 2.0
     write_concurrency: int = 8
     alert_backoffs: tuple[float, ...] = (1.0, 4.0, 16.0)

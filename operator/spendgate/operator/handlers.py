@@ -18,7 +18,7 @@ from spendgate.adapters.kube import bearer_token
 from spendgate.api.v1alpha1 import GROUP, VERSION
 from spendgate.operator.config import OperatorConfig
 from spendgate.operator.reconciler import PLURALS, Reconciler
-from spendgate.operator.world import BUDGET, COST_CENTER, ROUTING_POLICY, SECRET, SPEND_REPORT
+from spendgate.operator.world import BUDGET, COST_CENTER, FLEET_SPEND, ROUTING_POLICY, SECRET, SPEND_REPORT
 
 
 def build_registry(reconciler: Reconciler, configuration: kubernetes.client.Configuration) -> kopf.OperatorRegistry:
@@ -32,7 +32,7 @@ def build_registry(reconciler: Reconciler, configuration: kubernetes.client.Conf
     def synced(**_: Any) -> bool:
         return reconciler.synced
 
-    for kind in (COST_CENTER, BUDGET, ROUTING_POLICY, SPEND_REPORT):
+    for kind in (COST_CENTER, BUDGET, ROUTING_POLICY, SPEND_REPORT, FLEET_SPEND):
         kopf.on.event(GROUP, VERSION, PLURALS[kind], id=f"observe-{PLURALS[kind]}", registry=registry)(
             _observer(reconciler, kind))
     kopf.on.event("v1", "secrets", labels={KEY_LABEL: "true"}, id="observe-virtual-keys", registry=registry)(

@@ -46,18 +46,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="peering priority, distinct per replica (default with --peering: a random one, so "
                              "the replicas of one Deployment differ)")
     parser.add_argument("--write-interval", type=float, default=1.0,
-                        help="a Budget's status is written at most this often, in seconds")
+                        help="a Budget's status, and the fleet's spend of its cost center, are written at most this "
+                             "often, in seconds")
+    parser.add_argument("--status-writes-per-second", type=positive_rate, metavar="N",
+                        default=OperatorConfig.status_writes_per_second,
+                        help="Budget statuses written per second for a change of spend alone; a new state or window "
+                             "does not wait, and the proxies enforce on FleetSpends (default %(default)s)")
     parser.add_argument("--argocd-namespace", default="argocd",
                         help="where Argo CD Applications live: read (if RBAC allows) for the Git revision of a "
                              "sync when no spendgate.io/git-revision annotation is stamped; '' never reads them "
                              "(default: %(default)s)")
     parser.add_argument("--audit-log", default="spendgate",
                         help="the AuditLog (and prefix of its ConfigMaps) in --namespace (default: %(default)s)")
+    parser.add_argument("--report-writes-per-second", type=positive_rate, metavar="N",
+                        default=OperatorConfig.report_writes_per_second,
+                        help="the proxies' SpendReport writes per second the fleet may make: with more proxies than "
+                             "this, each reports less often than once a second, up to every 10 s "
+                             "(default %(default)s)")
     parser.add_argument("--report-timeout", type=float, metavar="SECONDS",
                         default=OperatorConfig.report_timeout.total_seconds(),
                         help="a proxy whose SpendReport was not written for this long, without a clean stop, is "
                              "reported as silent (proxies write at least every 15 s; default %(default)s)")
     parser.add_argument("--verbose", action="store_true")
+
+
+def positive_rate(text: str) -> float:
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of writes per second") from None
+    if not 0 < rate < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a number of writes per second above 0")
+    return rate
 
 
 def replica_priority(peering: str | None) -> int:
@@ -82,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         peering=args.peering,
         priority=args.priority if args.priority is not None else replica_priority(args.peering),
         write_interval=args.write_interval,
+        status_writes_per_second=args.status_writes_per_second,
+        report_writes_per_second=args.report_writes_per_second,
         argocd_namespace=args.argocd_namespace or None,
         audit_log=args.audit_log,
         report_timeout=timedelta(seconds=args.report_timeout),

@@ -2,9 +2,12 @@
 
 kopf's event handlers only record objects in the World and mark what is dirty; this loop then
 (1) recompiles the bundle when policy objects or key Secrets changed and publishes it where its
-hash differs, (2) recomputes the status of dirty objects and of Budgets whose window just ended,
-and writes the ones that changed, each Budget at most once per `write_interval`, (3) rolls
-CostCenter statuses up, and (4) sends the alerts its status writes claimed.
+hash differs, (2) publishes the fleet's spend in FleetSpends (fleetspend.py), which the proxies
+enforce on, each shard at most once per `write_interval`, (3) recomputes the status of dirty
+objects and of Budgets whose window just ended, and writes the ones that changed, each Budget at
+most once per `write_interval`; a Budget whose spend alone changed shares `status_writes_per_second`
+with the others unless its state or window moved (docs/fleet.md), (4) rolls CostCenter statuses up,
+and (5) sends the alerts its status writes claimed.
 
 Every status write carries the resourceVersion the loop computed from. A 409 means the World is
 behind; the loop then waits for the watch to deliver the newer object instead of retrying on
@@ -20,6 +23,7 @@ from collections.abc import Awaitable, Iterable, Sequence
 from contextlib import suppress
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from time import monotonic
 from typing import Any, TypeVar
 
@@ -37,6 +41,7 @@ from spendgate.operator.clock import Clock
 from spendgate.operator.conditions import ready_condition, set_condition
 from spendgate.operator.config import OperatorConfig
 from spendgate.operator.deliver import Notifier
+from spendgate.operator.fleetspend import FleetSpendPublisher
 from spendgate.operator.housekeeping import counts_now, deletable_reports
 from spendgate.operator.metrics import OperatorMetrics
 from spendgate.operator.notify import AlertMessage
@@ -49,6 +54,7 @@ from spendgate.operator.transitions import EventNote, budget_events, ready_event
 from spendgate.operator.world import (
     BUDGET,
     COST_CENTER,
+    FLEET_SPEND,
     POLICY_KINDS,
     ROUTING_POLICY,
     SECRET,
@@ -64,8 +70,9 @@ from spendgate.policy.errors import PolicyError
 logger = logging.getLogger(__name__)
 
 PLURALS = {COST_CENTER: "costcenters", BUDGET: "budgets", ROUTING_POLICY: "routingpolicies",
-           SPEND_REPORT: "spendreports"}
+           SPEND_REPORT: "spendreports", FLEET_SPEND: "fleetspends"}
 RELIST_AFTER = 3.0  # seconds without progress before the initial-sync check lists again
+STATUS_BATCH = 16  # statuses written per step of the loop
 SYNC_POLL = 0.05
 ALERT_TIMEOUT_MARGIN = timedelta(seconds=30)
 
@@ -103,6 +110,12 @@ class Reconciler:
         self._next_housekeeping: datetime | None = None
         self._deliveries: set[asyncio.Task[None]] = set()
         self._writes = asyncio.Semaphore(config.write_concurrency)
+        self._fleet = FleetSpendPublisher(kube, self.world, metrics, config.watched_namespaces, config.write_interval,
+                                          config.retry_delay, self._wake.set)
+        # Budgets whose spend changed since their status was written, in the order they changed.
+        self._spend_dirty: dict[str, None] = {}
+        self._spend_moved: set[str] = set()  # ... of which the state or window moved
+        self._tokens, self._tokens_at = config.status_writes_per_second, monotonic()
         self._reporters = reporters({}, clock.now(), config.report_timeout)
         self._reporters_due = True
         self._warned_no_reporter = False
@@ -119,16 +132,24 @@ class Reconciler:
         else:
             change = self.world.observe(kind, body)
         self._mark(change)
-        if kind == SPEND_REPORT:  # a heartbeat or a report: who reports may have changed
+        if kind == SPEND_REPORT and self._reporter_may_change(object_key(body)):
             self._reporters_due = True
             self._wake.set()
 
     def _mark(self, change: Change) -> None:
         self._policy_dirty |= change.policy
         self._dirty |= change.statuses
-        self._dirty |= {(BUDGET, budget) for budget in change.spend}
-        if change.policy or change.statuses or change.spend:
+        self._spend_dirty.update(dict.fromkeys(change.spend))
+        self._fleet.mark_published(change.published)
+        # Spend wakes the loop only when a shard of it may be written now: hundreds of reports a
+        # second would otherwise run a step each.
+        if change.policy or change.statuses or change.published or self._fleet.mark(change.spend):
             self._wake.set()
+
+    def _reporter_may_change(self, key: str) -> bool:
+        """Whether a report event may change who reports: a heartbeat of a fresh reporter does not."""
+        report = self.world.spend.get(key)
+        return report is None or report.stopped or key not in self._reporters.fresh
 
     def _forget(self, kind: str, body: dict[str, Any]) -> None:
         """A deleted object leaves no timers and no metrics behind."""
@@ -153,6 +174,7 @@ class Reconciler:
         finally:
             for task in list(self._deliveries):
                 task.cancel()
+            await self._fleet.close()
             await self._notifier.close()
 
     async def initial_sync(self) -> None:
@@ -179,6 +201,8 @@ class Reconciler:
         if self._policy_dirty and monotonic() >= self._policy_retry_at:
             with self._metrics.timed("compile"):
                 await self._compile_and_publish(now)
+        with self._metrics.timed("fleetspend"):
+            self._spend_moved |= self._fleet.publish(now, self._status_of)
         changes_at = self._reporters.changes_at
         if self._reporters_due or (changes_at is not None and now >= changes_at):
             self._refresh_reporters(now)
@@ -204,6 +228,11 @@ class Reconciler:
             waits.append(self._policy_retry_at - mono)
         if self._reporters.changes_at is not None:
             waits.append((self._reporters.changes_at - now).total_seconds())
+        fleet = self._fleet.next_due(now)
+        if fleet is not None:
+            waits.append(fleet)
+        if self._spend_dirty:
+            waits.append(self._next_spend_write(mono))
         with suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, min(waits)))
 
@@ -222,6 +251,7 @@ class Reconciler:
         self._errors = errors
         self._mark_changed_errors(changed)
         await self._report_key_problems(changed)
+        self._fleet.plan(result.bundle.bundle)
         if not await self._publisher.publish(result.bundle):
             self._policy_dirty, self._policy_retry_at = True, monotonic() + self.config.retry_delay
 
@@ -258,12 +288,20 @@ class Reconciler:
         known = reporters(reports, now, self.config.report_timeout)
         budgets = {key: b for key, b in self.world.valid(BUDGET).items() if isinstance(b, api.Budget)}
         silent = {key for key in known.silent if counts_now(reports[key], budgets, now)}
-        if known.summary != self._reporters.summary:
-            self._dirty |= {(BUDGET, key) for key in self.world.objects[BUDGET]}
+        self._dirty |= {(BUDGET, key) for key in self._reporting_moved(known, reports)}
         self._log_reporting(known, silent, bool(budgets))
         self._reporters = known
+        self._fleet.pace(len(known.fresh), self.config.report_writes_per_second)
         self._metrics.reporting_proxies.set(len(known.fresh))
         self._metrics.silent_proxies.set(len(silent))
+
+    def _reporting_moved(self, known: Reporters, reports: dict[str, api.SpendReportSpec]) -> set[str]:
+        """The Budgets whose Reporting condition may change: all of them when reports start or stop
+        arriving at all, else those a proxy that went silent, or spoke again, holds spend for."""
+        if bool(known.fresh) != bool(self._reporters.fresh):
+            return set(self.world.objects[BUDGET])
+        flipped = known.silent.keys() ^ self._reporters.silent.keys()
+        return {entry.budget for key in flipped if key in reports for entry in reports[key].entries}
 
     def _log_reporting(self, known: Reporters, silent: set[str], any_budget: bool) -> None:
         """Once per change: no proxy reports at all, or one went silent while its spend counts."""
@@ -288,10 +326,14 @@ class Reconciler:
     # -- statuses ------------------------------------------------------------------------------
 
     async def _refresh_statuses(self, now: datetime) -> None:
+        """At most STATUS_BATCH objects a step (the rest in the next one), so the fleet's spend, published
+        first in every step, never waits behind a thousand status writes (the first report of a fleet
+        changes the Reporting condition of every Budget)."""
         mono = monotonic()
         due = {ref for ref in self._dirty if self._due_at(ref) <= mono}
         due |= {(BUDGET, key) for key, at in self._recheck.items() if at <= now}
-        due = {ref for ref in due if self._compiled_as_seen(ref)}
+        due = set(sorted(ref for ref in due if self._compiled_as_seen(ref))[:STATUS_BATCH])
+        due |= self._spend_due(mono, STATUS_BATCH - len(due))
         self._dirty -= due
         if any(kind == COST_CENTER for kind, _ in due):
             self._rollup_due = True
@@ -307,6 +349,39 @@ class Reconciler:
             except Exception:
                 logger.exception("status of %s %s not refreshed; retrying", *ref)
                 self._retry_later(ref)
+
+    def _spend_due(self, mono: float, room: int) -> set[ObjectRef]:
+        """Up to `room` Budgets whose spend changed: one whose state or window moved as soon as its write
+        interval allows; the others `status_writes_per_second` at most, in the order they changed.
+        Proxies enforce on FleetSpends, so at scale Budget.status may trail them (docs/fleet.md)."""
+        rate = self.config.status_writes_per_second
+        self._tokens, self._tokens_at = min(rate, self._tokens + (mono - self._tokens_at) * rate), mono
+        self._spend_dirty.update(dict.fromkeys(self._spend_moved - self._spend_dirty.keys()))
+        chosen: list[str] = []
+        moved_first = [*sorted(self._spend_moved), *(key for key in self._spend_dirty if key not in self._spend_moved)]
+        for key in moved_first:
+            routine = key not in self._spend_moved
+            if len(chosen) >= room or (routine and self._tokens < 1):
+                break
+            if self._due_at((BUDGET, key)) > mono or not self._compiled_as_seen((BUDGET, key)):
+                continue
+            chosen.append(key)
+            self._tokens -= routine
+        for key in chosen:
+            del self._spend_dirty[key]
+        self._spend_moved -= set(chosen)
+        return {(BUDGET, key) for key in chosen}
+
+    def _next_spend_write(self, mono: float) -> float:
+        """Seconds until a Budget whose spend changed may be written: its hold, and a token."""
+        held = min(self._due_at((BUDGET, key)) for key in self._spend_dirty) - mono
+        if self._spend_moved & self._spend_dirty.keys():
+            return held
+        return max(held, (1 - self._tokens) / self.config.status_writes_per_second)
+
+    def _status_of(self, budget_key: str) -> dict[str, Any]:
+        seen = self.world.get(BUDGET, budget_key)
+        return seen.status if seen is not None else {}
 
     def _retry_later(self, ref: ObjectRef) -> None:
         self._dirty.add(ref)
@@ -334,7 +409,8 @@ class Reconciler:
         if not isinstance(seen.parsed, api.Budget):
             await self._write_status(seen, previous, _invalid(previous, seen, now), [])
             return
-        inputs = BudgetInputs(seen.parsed, self._errors_of(seen), previous, now, self._alert_timeout, self._reporters)
+        inputs = BudgetInputs(seen.parsed, self._errors_of(seen), previous, now, self._alert_timeout, self._reporters,
+                              partial(self._fleet.figure, key))
         status = budget_status(inputs, self.world.spend)
         self._metrics.budget(seen.parsed, status)
         self._track_recheck(key, status)
@@ -478,7 +554,7 @@ class Reconciler:
         lists = [custom_path(PLURALS[COST_CENTER])]
         queries: list[dict[str, str] | None] = [None]
         for namespace in self.config.watched_namespaces:
-            for kind in (BUDGET, ROUTING_POLICY, SPEND_REPORT):
+            for kind in (BUDGET, ROUTING_POLICY, SPEND_REPORT, FLEET_SPEND):
                 lists.append(custom_path(PLURALS[kind], namespace))
                 queries.append(None)
             lists.append(core_path("secrets", namespace))

@@ -1,17 +1,19 @@
 """Every proxy's latest SpendReport, indexed by (budget, window) so one budget folds in O(proxies).
 
 Reports are cumulative, so the index only ever holds each report object's current content; the
-fold takes, per proxy, its report with the highest sequence (spend.latest_reports) and sums the
-entries. A duplicated, retried or reordered report therefore changes nothing.
+fold takes, per proxy, its report with the highest sequence (as spend.latest_reports does) and sums
+the entries. A duplicated, retried or reordered report therefore changes nothing. A report costs
+O(its entries) to store, whatever the number of proxies: hundreds of proxies report every second.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from datetime import datetime
 
 from spendgate.api.v1alpha1 import SpendEntry, SpendReportSpec
-from spendgate.logic.spend import FoldedSpend, fold_entries, latest_reports
+from spendgate.logic.spend import FoldedSpend, fold_entries
 
 ReportKey = str  # namespace/name of the SpendReport object
 
@@ -26,7 +28,9 @@ class SpendIndex:
     def __init__(self) -> None:
         self._reports: dict[ReportKey, _Report] = {}
         self._by_budget: dict[str, dict[str, set[ReportKey]]] = defaultdict(lambda: defaultdict(set))
+        self._by_proxy: dict[str, set[ReportKey]] = defaultdict(set)  # copies of one proxy's report
         self._winners: set[ReportKey] = set()
+        self.newest: datetime | None = None  # the newest reportedAt ever stored
 
     def put(self, key: ReportKey, spec: SpendReportSpec) -> set[str]:
         """Store a report's current content; returns the budgets whose spend may have changed."""
@@ -36,14 +40,22 @@ class SpendIndex:
         self._reports[key] = new
         for budget, window in new.entries:
             self._by_budget[budget][window].add(key)
+        self._by_proxy[spec.proxy].add(key)
+        self._note_time(spec.reportedAt)
         changed = {budget for budget, _ in _differences(old, new)}
-        return changed | self._rechoose_winners()
+        proxies = {spec.proxy} | ({old.spec.proxy} if old else set())
+        return changed | self._rechoose_winners(proxies, latest=key)
 
     def remove(self, key: ReportKey) -> set[str]:
         old = self._reports.pop(key, None)
         self._unlink(key, old)
+        self._winners.discard(key)
         changed = {budget for budget, _ in (old.entries if old else {})}
-        return changed | self._rechoose_winners()
+        return changed | (self._rechoose_winners({old.spec.proxy}) if old else set())
+
+    def get(self, key: ReportKey) -> SpendReportSpec | None:
+        report = self._reports.get(key)
+        return report.spec if report else None
 
     def fold(self, budget: str, window: str) -> FoldedSpend:
         keys = self.reporters(budget, window)
@@ -67,14 +79,35 @@ class SpendIndex:
         return {key: report.spec for key, report in self._reports.items()}
 
     def _unlink(self, key: ReportKey, old: _Report | None) -> None:
-        for budget, window in old.entries if old else {}:
+        if old is None:
+            return
+        for budget, window in old.entries:
             self._by_budget[budget][window].discard(key)
+        copies = self._by_proxy[old.spec.proxy]
+        copies.discard(key)
+        if not copies:
+            del self._by_proxy[old.spec.proxy]
 
-    def _rechoose_winners(self) -> set[str]:
-        """Budgets of the reports that started or stopped counting (a proxy's newer copy won)."""
-        by_spec = {id(report.spec): key for key, report in self._reports.items()}
-        winners = {by_spec[id(spec)] for spec in latest_reports(r.spec for r in self._reports.values())}
-        flipped, self._winners = winners ^ self._winners, winners
+    def _note_time(self, reported_at: str | None) -> None:
+        try:
+            instant = datetime.fromisoformat(reported_at) if reported_at else None
+        except ValueError:
+            return  # the report counts; its time says nothing
+        if instant is not None and instant.tzinfo is not None and (self.newest is None or instant > self.newest):
+            self.newest = instant
+
+    def _rechoose_winners(self, proxies: set[str], latest: ReportKey | None = None) -> set[str]:
+        """Budgets of the reports that started or stopped counting: of each of these proxies, the copy
+        with the highest sequence counts (on a tie, the one stored last)."""
+        flipped: set[ReportKey] = set()
+        for proxy in proxies:
+            copies = self._by_proxy.get(proxy, set())
+            before = copies & self._winners
+            ranked = sorted(copies, key=lambda key: (self._reports[key].spec.sequence, key == latest))
+            after = {ranked[-1]} if ranked else set()
+            flipped |= before ^ after
+            self._winners -= before
+            self._winners |= after
         return {budget for key in flipped if key in self._reports for budget, _ in self._reports[key].entries}
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from spendgate.policy.manifests import parse_object
 logger = logging.getLogger(__name__)
 
 COST_CENTER, BUDGET, ROUTING_POLICY = "CostCenter", "Budget", "RoutingPolicy"
-SPEND_REPORT, SECRET = "SpendReport", "Secret"
+SPEND_REPORT, SECRET, FLEET_SPEND = "SpendReport", "Secret", "FleetSpend"
 POLICY_KINDS = (COST_CENTER, BUDGET, ROUTING_POLICY)
 
 
@@ -54,11 +55,20 @@ class Seen:
         return self.reference["name"]
 
 
+@dataclass(frozen=True)
+class Published:
+    """A FleetSpend as last observed: what the proxies read."""
+
+    resource_version: str
+    spec: dict[str, Any]
+
+
 @dataclass
 class Change:
     policy: bool = False  # the bundle must be recompiled
     statuses: set[tuple[str, str]] = field(default_factory=set)  # (kind, key) whose status may be stale
     spend: set[str] = field(default_factory=set)  # budget refs whose reports changed
+    published: set[str] = field(default_factory=set)  # FleetSpends (namespace/name) changed by someone
 
 
 class World:
@@ -66,6 +76,8 @@ class World:
         self.objects: dict[str, dict[str, Seen]] = {kind: {} for kind in POLICY_KINDS}
         self.keys: dict[str, list[KeyEntry] | PolicyError] = {}  # by Secret namespace/name
         self.spend = SpendIndex()
+        self.published: dict[str, Published] = {}  # FleetSpends by namespace/name
+        self._own_writes: dict[str, deque[str]] = defaultdict(lambda: deque(maxlen=8))  # their resourceVersions
         self.uids: set[str] = set()
         self.departed: set[str] = set()  # uids seen and deleted (for the initial-sync check)
 
@@ -75,6 +87,8 @@ class World:
             return self._observe_policy(kind, body)
         if kind == SPEND_REPORT:
             return self._observe_report(body)
+        if kind == FLEET_SPEND:
+            return self._observe_published(body)
         return self._observe_key(body)
 
     def forget(self, kind: str, body: Mapping[str, Any]) -> Change:
@@ -86,6 +100,10 @@ class World:
             return Change(policy=self.objects[kind].pop(key, None) is not None)
         if kind == SPEND_REPORT:
             return Change(spend=self.spend.remove(key))
+        if kind == FLEET_SPEND:
+            self.published.pop(key, None)
+            self._own_writes.pop(key, None)
+            return Change(published={key})
         return Change(policy=self.keys.pop(key, None) is not None)
 
     def get(self, kind: str, key: str) -> Seen | None:
@@ -131,6 +149,19 @@ class World:
             logger.warning("SpendReport %s ignored: %s", key, error.errors()[0]["msg"])
             return Change(spend=self.spend.remove(key))
         return Change(spend=self.spend.put(key, spec))
+
+    def wrote(self, body: Mapping[str, Any]) -> None:
+        """A FleetSpend as our own write left it (the reply); its echo through the watch changes nothing."""
+        key, version = object_key(body), str((body.get("metadata") or {}).get("resourceVersion", ""))
+        self._own_writes[key].append(version)
+        self.published[key] = Published(version, dict(body.get("spec") or {}))
+
+    def _observe_published(self, body: Mapping[str, Any]) -> Change:
+        key, version = object_key(body), str((body.get("metadata") or {}).get("resourceVersion", ""))
+        if version in self._own_writes.get(key, ()):
+            return Change()  # the echo of one of our writes, perhaps overtaken by a newer one already
+        self.published[key] = Published(version, dict(body.get("spec") or {}))
+        return Change(published={key})
 
     def _observe_key(self, body: Mapping[str, Any]) -> Change:
         key, entry = object_key(body), key_entries(body)

@@ -34,7 +34,7 @@ from spendgate.adapters.kube import Kube, load_configuration
 from spendgate.logic.tracker import SpendTracker
 from spendgate.logic.windows import utc_now
 from spendgate.policy import bundlemap
-from spendgate.policy.bundle import Bundle, BundleError
+from spendgate.policy.bundle import BundleError
 from spendgate.proxy.bundles import BundleFile, BundleSource, ConfigMapBundle, PolicyDirectory
 from spendgate.proxy.enforce import BudgetAdmission, prune_forever
 from spendgate.proxy.guard import ClientLimits
@@ -298,11 +298,6 @@ def _configmap_report_namespace(configuration: kubernetes.client.Configuration, 
     return bundlemap.report_namespace({"data": found.data})
 
 
-def budget_namespaces(bundle: Bundle) -> frozenset[str]:
-    """The namespaces of the bundle's budgets (ids are namespace/name): the Budgets to follow."""
-    return frozenset(budget.id.partition("/")[0] for budget in bundle.budgets)
-
-
 def build(args: argparse.Namespace) -> Proxy:
     """The proxy with budget enforcement, its journal, and (in a cluster) the live spend loop."""
     if args.policies is not None and args.report_namespace:
@@ -346,17 +341,14 @@ def live_loop(args: argparse.Namespace, proxy: Proxy, tracker: SpendTracker) -> 
         proxy.companions.append(partial(retrying, watching, partial(proxy.settings.source.follow, kube), outage,
                                         forever=True))
 
-    def following() -> frozenset[str]:
-        return budget_namespaces(proxy.bundles.current.signed.bundle)
-
-    live = LiveSpend(Kube(configuration, REQUEST_SECONDS), tracker, namespace, args.proxy_name, following, utc_now,
-                     outage)
+    live = LiveSpend(Kube(configuration, REQUEST_SECONDS), tracker, namespace, args.proxy_name,
+                     lambda: proxy.bundles.current.signed.bundle, utc_now, outage)
     proxy.companions.append(live.run)
     proxy.finalizers.append(live.final_report)
     proxy.metrics.registry.register(ControlPlaneCollector(live.ages))
     logger.info("cluster mode: reporting spend as SpendReport %s/%s (namespace from %s) to %s; following the "
-                "Budgets of %s (the namespaces of the bundle's budgets)", namespace, args.proxy_name, said_by,
-                configuration.host, ", ".join(sorted(following())) or "no namespace yet")
+                "fleet's spend (FleetSpends) of the budgets it charges", namespace, args.proxy_name, said_by,
+                configuration.host)
     return live
 
 

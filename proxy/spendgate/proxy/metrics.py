@@ -19,7 +19,7 @@ from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from decimal import Decimal
-from typing import Final
+from typing import Final, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -195,23 +195,31 @@ class RequestCollector(Collector):
 
 # Cluster mode: how recently the API server took part (live.py) ------------------------------
 
-Ages = Callable[[], tuple[float, Mapping[str, float]]]  # report age, and each Budget watch's by namespace
+class ControlPlaneAges(NamedTuple):
+    report: float  # since the API server accepted this proxy's last SpendReport
+    watches: Mapping[str, float]  # namespace -> since its FleetSpend watch last heard the API server
+    fleet_spend: float  # how old the fleet's spend this proxy enforces on is
 
 
 class ControlPlaneCollector(Collector):
-    """The live loop's ages, read at scrape time: they grow while the API server is away.
-    A report is written at least every 15 s, and a healthy watch hears the API server at least once
-    a minute (events, bookmarks, or the end of its server-side timeout)."""
+    """The live loop's ages, read at scrape time: they grow while the API server or the operator is
+    away. A report is written at least every 15 s, a healthy watch hears the API server at least once
+    a minute (events, bookmarks, or the end of its server-side timeout), and the operator refreshes
+    the fleet's spend while proxies report."""
 
-    def __init__(self, ages: Ages) -> None:
+    def __init__(self, ages: Callable[[], ControlPlaneAges]) -> None:
         self._ages = ages
 
     def collect(self) -> Iterator[Metric]:
-        report_age, watch_ages = self._ages()
+        ages = self._ages()
         yield GaugeMetricFamily("spendgate_spend_report_age_seconds", "Seconds since the API server accepted this "
-                                "proxy's last SpendReport.", value=report_age)
-        watches = GaugeMetricFamily("spendgate_budget_watch_age_seconds", "Seconds since the watch of the Budgets "
-                                    "in a namespace last heard from the API server.", labels=["namespace"])
-        for namespace, age in sorted(watch_ages.items()):
+                                "proxy's last SpendReport.", value=ages.report)
+        yield GaugeMetricFamily("spendgate_fleet_spend_age_seconds", "How old the fleet's spend this proxy enforces "
+                                "on is: seconds since the newest report folded into the oldest FleetSpend it "
+                                "follows (0 while it follows none).", value=ages.fleet_spend)
+        watches = GaugeMetricFamily("spendgate_fleet_spend_watch_age_seconds", "Seconds since the watch of the "
+                                    "FleetSpends in a namespace last heard from the API server.",
+                                    labels=["namespace"])
+        for namespace, age in sorted(ages.watches.items()):
             watches.add_metric([namespace], age)
         yield watches
