@@ -27,7 +27,8 @@ from spendgate.operator.metrics import OperatorMetrics
 T = TypeVar("T")
 TEST_LABEL = "spendgate-test"
 PLURALS = {"CostCenter": "costcenters", "Budget": "budgets", "RoutingPolicy": "routingpolicies",
-           "SpendReport": "spendreports", "AuditLog": "auditlogs"}
+           "SpendReport": "spendreports", "AuditLog": "auditlogs",
+           "FleetSpend": "fleetspends"}
 
 
 
