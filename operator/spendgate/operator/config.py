@@ -34,7 +34,7 @@ class OperatorConfig:
     status_writes_per_second: float = 20.0
     # The proxies' reports the fleet may write per second: past this many proxies, each reports less
     # often than once a second (FleetSpend's reportIntervalSeconds, up to 10 s).
-    report_writes_per_second: float = 200.0
+    report_writes_per_second: float = 100.0
     retry_delay: float = 2.0
     write_concurrency: int = 8
     alert_backoffs: tuple[float, ...] = (1.0, 4.0, 16.0)
