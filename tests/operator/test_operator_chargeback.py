@@ -113,9 +113,12 @@ def test_ledger_chargeback_budgets_and_cost_centers_agree_to_the_cent(
         return totals if len(totals) == len(ROOT_BUDGETS) and sum(totals) == ledger_total else None
 
     budgets = eventually(settled, timeout=60, what=f"the root budgets' status adding up to the ledger's {ledger_total}")
+    # The rollup follows the budgets' status writes by a write interval: wait for it to catch up with the
+    # last of them, rather than read whichever rollup is there the moment the budgets settle.
     rollups = eventually(lambda: (found := [api.status("CostCenter", f"{root}-{run_id}").get("spentUSD")
-                                            for root in ("engineering", "research")]) and all(found) and found,
-                         what="the cost centers' rollups")
+                                            for root in ("engineering", "research")]) and all(found)
+                         and sum(Decimal(value) for value in found) == ledger_total and found,
+                         timeout=60, what=f"the cost centers' rollups adding up to the ledger's {ledger_total}")
 
     assert ledger_total > Decimal(10)
     assert chargeback_total == ledger_total
