@@ -132,6 +132,12 @@ def metric(proxy: ProxyProcess, name: str) -> float:
     return max(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
+def follows(proxy: ProxyProcess, namespace: str) -> bool:
+    """Whether the proxy watches the FleetSpends of `namespace` (its watch age is exported)."""
+    text = httpx.get(f"http://127.0.0.1:{proxy.admin_port}/metrics", timeout=5).text
+    return f'spendgate_fleet_spend_watch_age_seconds{{namespace="{namespace}"}}' in text
+
+
 def log_since(proxy: ProxyProcess, offset: int) -> str:
     assert proxy.process is not None
     return proxy.process.log.read_bytes()[offset:].decode(errors="replace")
@@ -172,6 +178,10 @@ def through_an_outage(fleet: Fleet, tenant: Tenant, cluster: Cluster, outage: Ou
     offsets = {proxy.name: log_size(proxy) for proxy in fleet.proxies}
     traffic = Traffic(fleet.proxies, tenant.key).start()
     time.sleep(2.0)
+    # A fresh proxy starts its live loop after a random delay of up to a few seconds (fleet start-up is
+    # spread): the outage must find every proxy following the tenant's spend, or it has no watch to age.
+    eventually(lambda: all(follows(proxy, tenant.namespace) for proxy in fleet.proxies), 30.0,
+               "every proxy following the tenant's FleetSpend", interval=0.1)
     with outage():
         time.sleep(OUTAGE)
         ages = {proxy.name: (metric(proxy, "spendgate_spend_report_age_seconds"),
