@@ -60,7 +60,10 @@ async def start_proxy(upstream: MockUpstream, policies: Path, keys: Keys, tmp_pa
 
 
 def stored(dsn: str) -> dict[str, Decimal]:
-    """The records in the database (none before the sink's first connection creates the tables)."""
+    """The records in the database (none before the sink's first connection creates the tables).
+
+    Blocking: a test calls it off the event loop (`until`, `stored_now`), because the proxy's sink runs
+    on that loop, and a query waiting for a lock the sink's open transaction holds would wait forever."""
     with psycopg.connect(dsn) as connection:
         try:
             rows = connection.execute("SELECT request_id, cost_usd FROM ledger_records").fetchall()
@@ -74,9 +77,14 @@ def ledger_lines(*paths: Path) -> dict[str, Decimal]:
     return {line["requestId"]: Decimal(line["costUSD"]) for line in lines}
 
 
+async def stored_now(dsn: str) -> dict[str, Decimal]:
+    return await asyncio.to_thread(stored, dsn)
+
+
 async def until(probe: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Polls `probe` in a thread, so that the event loop (and the proxy's sink on it) keeps running."""
     deadline = time.monotonic() + timeout
-    while not probe():
+    while not await asyncio.to_thread(probe):
         assert time.monotonic() < deadline, f"{what} not within {timeout} s"
         await asyncio.sleep(0.1)
 
@@ -102,8 +110,8 @@ async def test_every_ledger_line_is_stored_once(start_proxy: Start, postgres: Po
     await running.proxy.stop()
 
     assert set(statuses) == {200}
-    assert stored(dsn) == ledger_lines(running.ledger_path)
-    assert len(stored(dsn)) == 60
+    assert await stored_now(dsn) == ledger_lines(running.ledger_path)
+    assert len(await stored_now(dsn)) == 60
     assert not sink.spill.exists() or sink.spill.stat().st_size == 0
     metrics = running.proxy.metrics.registry.get_sample_value
     assert metrics("spendgate_ledger_postgres_lines_total", {"result": "stored"}) == 60
@@ -126,7 +134,7 @@ async def test_an_outage_during_traffic_loses_nothing_and_fails_no_request(
 
     await until(lambda: len(stored(dsn)) == 200, "every line stored after the outage", timeout=60)
     assert set(before + during + after) == {200}
-    assert stored(dsn) == ledger_lines(running.ledger_path)
+    assert await stored_now(dsn) == ledger_lines(running.ledger_path)
     assert not Path(str(sink.spill) + REPLAYING_SUFFIX).exists()
     assert metrics("spendgate_ledger_postgres_lines_total", {"result": "spilled"}) > 0  # the rest waited queued
     assert metrics("spendgate_ledger_postgres_lines_total", {"result": "conflict"}) in (None, 0.0)
@@ -149,7 +157,7 @@ async def test_a_proxy_restarted_while_the_database_is_down_replays_its_spill_fi
     postgres.start()
 
     await until(lambda: len(stored(dsn)) == 45, "the spilled and the new lines stored", timeout=60)
-    assert stored(dsn) == ledger_lines(first.ledger_path, second.ledger_path)
+    assert await stored_now(dsn) == ledger_lines(first.ledger_path, second.ledger_path)
     await second.proxy.stop()
     assert spill.stat().st_size == 0
 
@@ -160,7 +168,7 @@ async def test_replaying_spill_files_and_whole_ledgers_again_changes_nothing(
     running, _ = await start_proxy(dsn)
     await send(running, keys.alice, 25)
     await running.proxy.stop()
-    assert len(stored(dsn)) == 25
+    assert len(await stored_now(dsn)) == 25
     # A spill file holding lines already stored (a batch whose acknowledgement was lost), left half replayed
     # by a crash, is replayed at the next start without counting anything twice.
     spill = tmp_path / "again.spill"
@@ -175,7 +183,7 @@ async def test_replaying_spill_files_and_whole_ledgers_again_changes_nothing(
     await writer.close()
 
     assert (result.inserted, result.duplicates, result.conflicts) == (0, 25, [])
-    assert stored(dsn) == ledger_lines(running.ledger_path)
+    assert await stored_now(dsn) == ledger_lines(running.ledger_path)
     assert sink.rejected.read_bytes() == running.ledger_path.read_bytes().splitlines(keepends=True)[-1][:-40] + b"\n"
     metrics = second.proxy.metrics.registry.get_sample_value
     assert metrics("spendgate_ledger_postgres_lines_total", {"result": "rejected"}) == 1
@@ -198,7 +206,7 @@ async def test_a_conflicting_record_is_kept_aside_and_the_proxy_serves_on(
     await running.proxy.stop()
 
     assert statuses == [200, 200, 200]
-    assert len(stored(dsn)) == 3  # the stored one and the two others
+    assert len(await stored_now(dsn)) == 3  # the stored one and the two others
     metrics = running.proxy.metrics.registry.get_sample_value
     assert metrics("spendgate_ledger_postgres_lines_total", {"result": "conflict"}) == 1
     assert "have the request id of a different stored record" in caplog.text
@@ -254,8 +262,8 @@ async def test_spendgate_proxy_with_ledger_postgres_from_the_environment(
         _, stderr = await asyncio.wait_for(proxy.communicate(), timeout=15)
 
     assert proxy.returncode == 0, stderr.decode()
-    assert stored(dsn) == ledger_lines(tmp_path / "ledger.jsonl")
-    assert len(stored(dsn)) == 3
+    assert await stored_now(dsn) == ledger_lines(tmp_path / "ledger.jsonl")
+    assert len(await stored_now(dsn)) == 3
     assert "ledger lines also go to PostgreSQL at 127.0.0.1/test_" in stderr.decode()
     assert dsn not in stderr.decode()
     assert (tmp_path / "state" / "ledger-postgres.spill").exists()
