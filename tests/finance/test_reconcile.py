@@ -29,6 +29,7 @@ EXAMPLES = REPO_ROOT / "examples" / "reconcile"
 REPORTS = Path(__file__).resolve().parent / "reports"
 LEDGER = EXAMPLES / "ledger-2026-11.jsonl"
 GATEWAY = "apikey_01GatewaySpendgateExample"
+ADMIN_KEY = "admin-key-of-this-test"  # the local Admin API accepts it; never a real key
 SPENDGATE = str(REPO_ROOT / ".venv" / "bin" / "spendgate")
 
 
@@ -168,7 +169,7 @@ def admin_api() -> Iterator[tuple[str, web.Application]]:
     from spendgate.testing.adminreports import from_ledger, other_traffic
 
     app = application([*from_ledger(read_ledgers([LEDGER]).records), *other_traffic(Month(2026, 11))],
-                      "sk-ant-admin01-test-only-not-a-real-key")
+                      ADMIN_KEY)
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(app)
     loop.run_until_complete(runner.setup())
@@ -195,7 +196,7 @@ def test_fetching_the_reports_with_an_admin_key_file_follows_every_page(admin_ap
                                                                        tmp_path: Path) -> None:
     url, app = admin_api
 
-    result = fetching(url, tmp_path, "sk-ant-admin01-test-only-not-a-real-key\n", "--gateway-key", GATEWAY,
+    result = fetching(url, tmp_path, ADMIN_KEY + "\n", "--gateway-key", GATEWAY,
                       "--save-reports", str(tmp_path / "saved"), "--output", "json")
 
     assert result.returncode == 0, result.stderr
@@ -211,15 +212,15 @@ def test_fetching_the_reports_with_an_admin_key_file_follows_every_page(admin_ap
     assert dict(requests[1][1])["page"] == "page_2026-11-08T00:00:00Z"
     saved = json.loads((tmp_path / "saved" / "cost-report-2026-11.json").read_text())
     assert [page["has_more"] for page in saved] == [True, True, True, True, False]
-    assert "sk-ant-admin01" not in result.stdout + result.stderr
-    assert "sk-ant-admin01" not in (tmp_path / "saved" / "usage-report-2026-11.json").read_text()
+    assert ADMIN_KEY not in result.stdout + result.stderr
+    assert ADMIN_KEY not in (tmp_path / "saved" / "usage-report-2026-11.json").read_text()
 
 
 def test_a_refused_admin_key_is_reported_without_the_key(admin_api: tuple[str, web.Application],
                                                          tmp_path: Path) -> None:
     url, _ = admin_api
 
-    result = fetching(url, tmp_path, "sk-ant-admin01-wrong-key-for-this-test")
+    result = fetching(url, tmp_path, "another-admin-key-of-this-test")
 
     assert result.returncode == 2
     assert result.stderr == ("error: Admin API /v1/organizations/cost_report: HTTP 401 authentication_error: "
@@ -237,7 +238,7 @@ def test_the_admin_key_can_come_from_a_secret(admin_api: tuple[str, web.Applicat
     url, _ = admin_api
     control_plane.kubectl("create", "namespace", "finance-reconcile", check=False)
     control_plane.kubectl("create", "secret", "generic", "anthropic-admin", "-n", "finance-reconcile",
-                          "--from-literal=api-key=sk-ant-admin01-test-only-not-a-real-key", check=False)
+                          f"--from-literal=api-key={ADMIN_KEY}", check=False)
     environment = {"KUBECONFIG": str(control_plane.kubeconfig), "PATH": "/usr/bin:/bin"}
 
     result = subprocess.run([SPENDGATE, "reconcile", "--period", "2026-11", "--ledger", str(LEDGER),

@@ -126,7 +126,7 @@ def test_any_tampering_is_detected(length: int, data: st.DataObject, how: str) -
 
 
 def test_no_key_reaches_a_record() -> None:
-    anthropic_key = "sk-ant-api03-" + "A" * 40
+    anthropic_key = "sk-ant-not-a-key-" + "A" * 40  # key-shaped for the redactor, obviously fake
     reason = f"INC-7 outage; used {anthropic_key} and Bearer sk-sg-{'b' * 40} to test"
     glass = audit.BreakGlass.parse(f"oncall@example.com: {reason}")
     assert glass is not None and glass.user == "oncall@example.com"
