@@ -36,7 +36,7 @@ from spendgate.testing.clouds import AwsAccount, GoogleIssuer
 from spendgate.testing.upstream import SCENARIOS, TEXT, Failure, MockUpstream, Reply
 
 REGION = "us-east-1"
-ACCOUNT = AwsAccount("AKIAORGANISATION0001", "organisation-secret-key-not-real", REGION, "org-session-token")
+ACCOUNT = AwsAccount("TEST-ORGANISATION-KEY-ID", "organisation-secret-key-not-real", REGION, "org-session-token")
 BEDROCK_MODEL = "us.anthropic.claude-opus-5-5-v1:0"
 VERTEX_MODEL = "claude-opus-5-5"
 PROJECT = "acme-ai"
@@ -171,11 +171,11 @@ async def test_bedrock_bytes_reach_the_client_unchanged(gateway: Running, clouds
 async def test_a_clients_own_sigv4_signature_is_replaced(gateway: Running, clouds: MockUpstream, keys: Keys) -> None:
     """A Bedrock client that signs with a developer's AWS keys, the virtual key in a custom header
     (ANTHROPIC_CUSTOM_HEADERS): the developer's signature is dropped, the organisation's goes upstream."""
-    client = bedrock_client(gateway, keys.alice, api_key=None, aws_access_key="AKIADEVELOPER0000001",
+    client = bedrock_client(gateway, keys.alice, api_key=None, aws_access_key="TEST-DEVELOPER-KEY-ID",
                             aws_secret_key="developer-secret", default_headers={"x-api-key": keys.alice})
     await client.messages.create(model=BEDROCK_MODEL, max_tokens=64, messages=[{"role": "user", "content": "hi"}])
     authorization = clouds.requests[-1].header("authorization") or ""
-    assert ACCOUNT.access_key in authorization and "AKIADEVELOPER" not in authorization
+    assert ACCOUNT.access_key in authorization and "TEST-DEVELOPER" not in authorization
     assert last_line(gateway)["developer"] == "alice"
 
 
